@@ -1,0 +1,309 @@
+"""The localization benchmark of the paper (method.md §4–6): every method, with and without augmentation, one run.
+
+For each method (and its test-time-augmented version) an :class:`~scripts.evaluator.ExplanationEvaluator` runs over
+the test images whose ground truth is the pathology class, with the localization metrics of
+:mod:`scripts.metrics` attached as Ignite handlers. Two reference rows frame the numbers: a random map (what a
+method that does not localize scores) and the mask itself with random tie-breaking (the ceiling that lesion size
+puts on IoU at low percentiles). Seconds per image are measured separately, warm, one image at a time, on the same
+device for every method. :func:`scripts.report.write_report` writes the tables, plots and picture grid.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import IgniteMetricHandler, from_engine
+from torch import nn
+
+from .errors import BundleInputError
+from .evaluator import ExplanationEvaluator
+from .explainers import Explainer, TTAExplainer
+from .metrics import (
+    DEFAULT_PERCENTILES,
+    LocalizationAUC,
+    PercentileIoU,
+    PercentileIoUMetric,
+    PooledAveragePrecision,
+    compute_precision_recall_curves,
+)
+from .pipeline import cpu_name
+
+__all__ = ["LocalizationBenchmark", "RandomExplainer", "pathology_entries"]
+
+RANDOM_ROW = "Random (reference)"
+CEILING_ROW = "Mask (ceiling)"
+
+
+class RandomExplainer(Explainer):
+    """A uniform random map (seeded): the reference row a method that does not localize scores."""
+
+    uses_class_idx = False
+
+    def __init__(self, classifier: nn.Module, seed: int = 0) -> None:
+        super().__init__(classifier)
+        self.seed = seed
+
+    def compute_map(self, x: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+        b, _, *spatial = x.shape
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        return torch.rand((b, 1, *spatial), generator=gen).to(x.device)
+
+
+def pathology_entries(entries: Sequence[dict], pathology_class: int, source: str = "datalist") -> list[dict]:
+    """Entries whose label is the pathology class and that have a mask (the paper's evaluation set)."""
+    kept = [e for e in entries if int(e.get("label", -1)) == pathology_class and e.get("mask")]
+    if not kept:
+        raise BundleInputError(
+            f"{source}: no entry with label {pathology_class} and a 'mask' to evaluate localization on"
+        )
+    return kept
+
+
+class _CurveCollector:
+    """Mean per-image precision/recall curves (thresholds = percentiles 100 → 0) over images with a lesion."""
+
+    def __init__(self) -> None:
+        self.sum_p = self.sum_r = None
+        self.count = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+
+    def reset(self, _: Engine | None = None) -> None:
+        self.sum_p = self.sum_r = None
+        self.count = 0
+
+    def update(self, engine: Engine) -> None:
+        out = engine.state.output
+        p, r = compute_precision_recall_curves(out["explanation"], out["mask"])
+        valid = ~torch.isnan(p).any(dim=1)
+        if valid.any():
+            sp, sr = p[valid].sum(0), r[valid].sum(0)
+            self.sum_p = sp if self.sum_p is None else self.sum_p + sp
+            self.sum_r = sr if self.sum_r is None else self.sum_r + sr
+            self.count += int(valid.sum())
+
+    def curves(self) -> dict[str, list[float]]:
+        if not self.count:
+            return {"precision": [], "recall": []}
+        return {"precision": (self.sum_p / self.count).tolist(), "recall": (self.sum_r / self.count).tolist()}
+
+
+class _GridCollector:
+    """Keep the first ``n`` images, masks and maps of a run (for the picture grid)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.items: dict[str, list[torch.Tensor]] = {"image": [], "mask": [], "explanation": []}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+
+    def update(self, engine: Engine) -> None:
+        take = self.n - len(self.items["image"])
+        if take > 0:
+            for key in self.items:
+                self.items[key].extend(t[0].detach().float().cpu() for t in engine.state.output[key][:take])
+
+
+class LocalizationBenchmark:
+    """Run every method over the test loader and write the report.
+
+    Args:
+        classifier: the frozen classifier ``f_c``.
+        methods: display name -> explainer, in table order (``"Gradient"``, ``"GradCAM"``, ..., ``"Ours"``).
+        dataloader: batches of ``image``/``label``/``mask`` (pathology images with masks, see
+            :func:`pathology_entries`).
+        device: where everything runs.
+        output_dir: report folder.
+        tta: keyword arguments of :class:`~scripts.explainers.TTAExplainer` (``None``: no augmented rows).
+        no_tta: methods without an augmented row (the paper has none for BBMP, whose cost is per-image optimisation).
+        percentiles: the IoU table's columns.
+        timing_images: images timed one by one per method (after one warm-up call).
+        grid_images: rows of the picture grid.
+        explain_label: explain the ground-truth class instead of the classifier's decision (default: decision).
+        command: the command line, recorded in the report.
+        ap_subsample: pixels per image kept for pooled AP (``None``: all).
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        methods: Mapping[str, Explainer],
+        dataloader: Iterable,
+        device: torch.device | str,
+        output_dir: str,
+        tta: Mapping[str, Any] | None = None,
+        no_tta: Sequence[str] = ("BBMP",),
+        percentiles: Sequence[int] = DEFAULT_PERCENTILES,
+        timing_images: int = 10,
+        grid_images: int = 6,
+        explain_label: bool = False,
+        command: str | None = None,
+        ap_subsample: int | None = 4096,
+        amp: bool = False,
+    ) -> None:
+        self.classifier = classifier
+        self.methods = dict(methods)
+        self.dataloader = dataloader
+        self.device = torch.device(device)
+        self.output_dir = output_dir
+        self.tta = dict(tta) if tta is not None else None
+        self.no_tta = set(no_tta)
+        self.percentiles = [int(p) for p in percentiles]
+        self.timing_images = timing_images
+        self.grid_images = grid_images
+        self.explain_label = explain_label
+        self.command = command or " ".join(["python", "-m", "monai.bundle", *sys.argv[1:]])
+        self.ap_subsample = ap_subsample
+        self.amp = amp
+        self.logger = logging.getLogger("simadv_explainer.benchmark")
+
+    # -- one method ---------------------------------------------------------------------------------------------
+    def _metric_handlers(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {f"iou_{p}": PercentileIoU(percentile=p, save_details=False) for p in self.percentiles}
+        metrics["iou_curve"] = IgniteMetricHandler(
+            metric_fn=PercentileIoUMetric(percentiles=range(101)), output_transform=from_engine(["explanation", "mask"])
+        )
+        metrics["auc_total"] = LocalizationAUC(kind="total", save_details=False)
+        metrics["auc_partial"] = LocalizationAUC(kind="partial", save_details=False)
+        metrics["ap"] = PooledAveragePrecision(subsample=self.ap_subsample)
+        return metrics
+
+    def evaluate(self, explainer: Explainer, grid: _GridCollector | None = None) -> dict[str, Any]:
+        """Localization scores of one explainer over the whole loader (an :class:`ExplanationEvaluator` run)."""
+        evaluator = ExplanationEvaluator(
+            device=self.device,
+            val_data_loader=self.dataloader,
+            classifier=self.classifier,
+            explainer=explainer,
+            explain_label=self.explain_label,
+            amp=self.amp,
+        )
+        evaluator.logger.setLevel(logging.WARNING)
+        return self._score(evaluator, lambda: evaluator.run(), grid)
+
+    def _score(self, engine: Engine, run: Any, grid: _GridCollector | None = None) -> dict[str, Any]:
+        """Attach the metric handlers and collectors to ``engine``, ``run()`` it, and read the scores."""
+        curves = _CurveCollector()
+        curves.attach(engine)
+        if grid is not None:
+            grid.attach(engine)
+        for name, handler in self._metric_handlers().items():
+            handler.attach(engine, name)
+        run()
+        m = engine.state.metrics
+        as_float = lambda v: float(v.item() if isinstance(v, torch.Tensor) else v)  # noqa: E731
+        return {
+            "iou": {str(p): as_float(m[f"iou_{p}"]) for p in self.percentiles},
+            "iou_curve": [float(v) for v in torch.as_tensor(m["iou_curve"]).reshape(-1).tolist()],
+            "auc_total": as_float(m["auc_total"]),
+            "auc_partial": as_float(m["auc_partial"]),
+            "ap": as_float(m["ap"]),
+            "pr_curve": curves.curves(),
+        }
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def time_per_image(self, explainer: Explainer, images: list[torch.Tensor]) -> float:
+        """Median seconds to explain one image (batch of 1), warm, on ``self.device``."""
+        explainer(images[0])  # warm-up
+        self._sync()
+        times = []
+        for x in images:
+            start = time.perf_counter()
+            explainer(x)
+            self._sync()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    # -- everything ---------------------------------------------------------------------------------------------
+    def _timing_images(self) -> list[torch.Tensor]:
+        images: list[torch.Tensor] = []
+        for batch in self.dataloader:
+            for x in batch["image"]:
+                images.append(x[None].to(self.device))
+                if len(images) >= self.timing_images:
+                    return images
+        return images
+
+    def _ceiling(self) -> dict[str, Any]:
+        """Scores of the mask itself as the map, ties among pixels broken by tiny seeded noise.
+
+        With ties kept, a binary map would keep every pixel at low percentiles; breaking them at random gives
+        the best IoU any map can reach at each percentile (all lesion pixels first): the cap of lesion size.
+        """
+        device = self.device
+
+        def step(engine: Engine, batch: dict) -> dict:
+            mask = torch.as_tensor(batch["mask"]).to(device).float()
+            noise = torch.rand(mask.shape, generator=torch.Generator().manual_seed(engine.state.iteration))
+            return {"explanation": mask + 1e-3 * noise.to(device), "mask": mask}
+
+        engine = Engine(step)
+        return self._score(engine, lambda: engine.run(self.dataloader))
+
+    def run(self) -> dict[str, Any]:
+        """Evaluate and time every method, write the report; return the results dict."""
+        from .report import write_report
+
+        timing = self._timing_images()
+        if not timing:
+            raise BundleInputError("the evaluation loader is empty: no test image to explain")
+        results: dict[str, Any] = {
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+            else f"{cpu_name()} ({torch.get_num_threads()} threads)",
+            "num_images": len(getattr(self.dataloader, "dataset", [])) or None,
+            "percentiles": self.percentiles,
+            "command": self.command,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "methods": {},
+        }
+        grid_collectors: dict[str, _GridCollector] = {}
+        for name, explainer in self.methods.items():
+            row: dict[str, Any] = {}
+            variants = [("plain", explainer)]
+            if self.tta is not None and name not in self.no_tta:
+                variants.append(("tta", TTAExplainer(explainer, **self.tta)))
+            for kind, method in variants:
+                start = time.perf_counter()
+                grid = _GridCollector(self.grid_images) if kind == "plain" else None
+                row[kind] = self.evaluate(method, grid)
+                row[kind]["seconds_per_image"] = self.time_per_image(method, timing)
+                if grid is not None:
+                    grid_collectors[name] = grid
+                self.logger.info(
+                    f"{name} ({kind}): IoU@90 {row[kind]['iou'].get('90', float('nan')):.3f}, "
+                    f"AUC {row[kind]['auc_total']:.3f}/{row[kind]['auc_partial']:.3f}, "
+                    f"{row[kind]['seconds_per_image']:.4f} s/image ({time.perf_counter() - start:.0f} s)"
+                )
+            row.setdefault("tta", None)
+            results["methods"][name] = row
+        results["methods"][RANDOM_ROW] = {"plain": self.evaluate(RandomExplainer(self.classifier)), "tta": None}
+        results["methods"][CEILING_ROW] = {"plain": self._ceiling(), "tta": None}
+        for ref in (RANDOM_ROW, CEILING_ROW):
+            results["methods"][ref]["plain"]["seconds_per_image"] = None
+        grid = None
+        if grid_collectors:
+            first = next(iter(grid_collectors.values())).items
+            grid = {
+                "images": torch.stack(first["image"]),
+                "masks": torch.stack(first["mask"]),
+                "maps": {n: torch.stack(g.items["explanation"]) for n, g in grid_collectors.items()},
+            }
+        paths = write_report(results, self.output_dir, grid)
+        self.logger.info(f"localization report: {paths.get('markdown')}")
+        print(f"localization report: {paths.get('markdown')}", flush=True)
+        return results

@@ -1,0 +1,123 @@
+"""Small MONAI dictionary transforms the radiograph pipeline needs and MONAI does not have.
+
+The whole pipeline is MONAI (load → ``EnsureChannelFirstd`` → these checks → ``ScaleIntensityd`` → ``Resized``) and
+is written in ``configs/common.json``; here live only the pieces with no MONAI equivalent:
+
+* :class:`LoadRadiographd`: MONAI's ``LoadImage`` with the reader picked by file type (our DICOM radiograph reader,
+  ``PILReader``, ``NibabelReader``). ``LoadImaged`` with a reader list tries every reader on every file, logs each
+  failure and, when all fail, raises a ``RuntimeError`` holding only the formatted tracebacks; choosing the reader
+  up front keeps the logs quiet and turns an unreadable file into one :class:`BundleInputError` naming it.
+* :class:`ToGrayscaled`: a channel check that names the file.
+* :class:`EnsureMaskd`: an empty mask for images that have none, so batches with and without lesion masks collate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.data import ImageReader, NibabelReader, PILReader
+from monai.transforms import LoadImage, MapTransform
+
+from ..errors import BundleInputError
+from .readers import RadiographDicomReader, is_dicom_file
+
+__all__ = ["LoadRadiographd", "ToGrayscaled", "EnsureMaskd", "source_name", "reader_for"]
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def reader_for(path: str) -> ImageReader:
+    """The reader for one file: DICOM (by suffix or by content), NIfTI, or a PIL image format."""
+    name = str(path).lower()
+    if name.endswith(_NIFTI_SUFFIXES):
+        return NibabelReader()
+    if name.endswith(_PIL_SUFFIXES):
+        return PILReader()
+    if is_dicom_file(path):
+        return RadiographDicomReader()
+    raise BundleInputError(f"{path}: unknown image type (expected DICOM, NIfTI or PNG/JPEG/TIFF)")
+
+
+class LoadRadiographd(MapTransform):
+    """Load ``keys`` with MONAI's ``LoadImage``, the reader chosen per file; unreadable files name themselves."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadImage(image_only=True)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = d[key]
+            if not isinstance(path, (str, bytes)) and not hasattr(path, "__fspath__"):
+                continue  # already loaded
+            try:
+                d[key] = self.loader(path, reader=reader_for(path))
+            except BundleInputError:
+                raise
+            except Exception as e:  # PIL/nibabel/pydicom errors on a broken file
+                raise BundleInputError(f"cannot read '{key}' file {path}: {type(e).__name__}: {e}") from e
+        return d
+
+
+def source_name(data: Mapping, key: Hashable) -> str:
+    """The file an item was loaded from (MONAI metadata ``filename_or_obj``), for error messages."""
+    value = data.get(key)
+    meta = getattr(value, "meta", None) or data.get(f"{key}_meta_dict") or {}
+    return str(meta.get("filename_or_obj", f"<{key}>"))
+
+
+class ToGrayscaled(MapTransform):
+    """Reduce channel-first images to ``channels`` channels; refuse what cannot be reduced, naming the file.
+
+    RGB/RGBA exports of radiographs carry the same grey value in each colour channel: they are averaged
+    (alpha dropped). Any other channel count than ``channels`` (or 3/4 when ``channels == 1``) is an error.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int = 1, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels = channels
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            c = img.shape[0]
+            if c == self.channels:
+                continue
+            if self.channels == 1 and c in (3, 4):
+                d[key] = img[:3].mean(dim=0, keepdim=True) if isinstance(img, torch.Tensor) else img[:3].mean(0, keepdims=True)
+                continue
+            raise BundleInputError(
+                f"{source_name(d, key)}: '{key}' has {c} channels, the classifier expects {self.channels}"
+            )
+        return d
+
+
+class EnsureMaskd(MapTransform):
+    """Give items without a lesion mask an all-zero one shaped like ``ref_key`` (metrics skip empty masks).
+
+    Masks present are binarised (``> 0``), as lesion masks from PNG exports are 0/255 or 0/1.
+    """
+
+    def __init__(self, keys: KeysCollection = "mask", ref_key: str = "image", allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key = ref_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        ref = d[self.ref_key]
+        for key in self.keys:
+            mask = d.get(key)
+            if mask is None or isinstance(mask, str):
+                if isinstance(mask, str) and mask:
+                    continue  # a path not loaded yet: leave it to LoadImaged
+                zeros = torch.zeros((1, *ref.shape[1:]), dtype=torch.float32)
+                d[key] = MetaTensor(zeros, meta=dict(getattr(ref, "meta", {}))) if isinstance(ref, MetaTensor) else zeros
+            else:
+                d[key] = (mask > 0).to(torch.float32) if isinstance(mask, torch.Tensor) else (mask > 0).astype("float32")
+        return d

@@ -1,0 +1,134 @@
+"""Ignite handlers of the bundle that MONAI does not ship: a metrics file writer (more join it per stage)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+__all__ = ["MetricsWriter", "write_json_atomic"]
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """Write JSON to ``path`` via a temporary file and ``os.replace`` (a report is never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=_jsonable)
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+class MetricsWriter:
+    """Append the engine's metrics to a JSON file at the end of each of its runs (one record per epoch).
+
+    Attach to an evaluator: each validation adds ``{"epoch": epoch, **metrics}``; the file also keeps the
+    best record by ``key_metric_name``. Scalars only (tensors with one element become floats).
+    """
+
+    def __init__(self, path: str, key_metric_name: str | None = None) -> None:
+        self.path = Path(path)
+        self.key_metric_name = key_metric_name
+        self.records: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return
+        record: dict[str, Any] = {"epoch": engine.state.epoch}  # a MONAI evaluator runs at the trainer's epoch
+        for k, v in engine.state.metrics.items():
+            if isinstance(v, torch.Tensor) and v.numel() == 1:
+                v = v.item()
+            if isinstance(v, (int, float)):
+                record[k] = float(v)
+        self.records.append(record)
+        key = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
+        best = max((r for r in self.records if key in r), key=lambda r: r[key], default=None) if key else None
+        write_json_atomic({"history": self.records, "best": best, "key_metric": key}, self.path)
+
+
+class ImageGridWriter:
+    """Write a PNG grid of the first ``num_images`` items each time the engine runs (a fixed validation set).
+
+    Columns: the image with its lesion-mask contour, then ``x_s``, ``x_a`` and the explanation when the engine's
+    output has them (keys ``similar``, ``adversarial``, ``explanation``). Files:
+    ``<output_dir>/<prefix>_<epoch:03d>.png`` (a MONAI evaluator runs at the trainer's epoch).
+    """
+
+    def __init__(self, output_dir: str, num_images: int = 6, prefix: str = "epoch"):
+        self.output_dir = Path(output_dir)
+        self.num_images = num_images
+        self.prefix = prefix
+        self._items: dict[str, list[torch.Tensor]] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: self._items.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def collect(self, engine: Engine) -> None:
+        have = len(self._items.get("image", []))
+        if have >= self.num_images:
+            return
+        out = engine.state.output
+        take = self.num_images - have
+        for key in ("image", "mask", "similar", "adversarial", "explanation"):
+            if isinstance(out, dict) and key in out:
+                self._items.setdefault(key, []).extend(t.detach().float().cpu() for t in out[key][:take])
+
+    def write(self, engine: Engine) -> None:
+        if not self._items.get("image") or (
+            torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank()
+        ):
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        columns = [k for k in ("image", "similar", "adversarial", "explanation") if k in self._items]
+        rows = len(self._items["image"])
+        fig, axes = plt.subplots(rows, len(columns), figsize=(2.2 * len(columns), 2.2 * rows), squeeze=False)
+        for r in range(rows):
+            for c, key in enumerate(columns):
+                ax = axes[r, c]
+                img = self._items[key][r][0]
+                while img.ndim > 2:  # 3D: middle slice along the last axis
+                    img = img[..., img.shape[-1] // 2]
+                if key == "explanation":
+                    ax.imshow(img.numpy(), cmap="inferno")
+                else:
+                    ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
+                if key in ("image", "explanation") and "mask" in self._items:
+                    mask = self._items["mask"][r][0]
+                    while mask.ndim > 2:
+                        mask = mask[..., mask.shape[-1] // 2]
+                    if mask.any():
+                        ax.contour(mask.numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title({"image": "x + mask", "similar": "x_s", "adversarial": "x_a", "explanation": "|x_s - x_a|"}[key])
+        fig.tight_layout()
+        epoch = engine.state.epoch
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{self.prefix}_{epoch:03d}.png"
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        os.replace(tmp, path)

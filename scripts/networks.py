@@ -1,0 +1,268 @@
+"""Generator networks: the similar/adversarial pair (Charachon et al., ICPR 2020) and the real-time saliency masker.
+
+* :class:`SimAdvGenerator` maps ``x`` to ``(x_s, x_a)`` (method.md §1-2) in the three layouts of the paper's generation
+  table: ``'single'`` (one shared U-Net trunk, two output heads), ``'duo'`` (two complete networks) and ``'naive'``
+  (``g_a`` only, ``x_s = x``).
+* :class:`MaskGeneratorNet` is the Dabkowski & Gal (2017) masker baseline (method.md §4).
+
+Both are built from MONAI's ``UNet`` and ``Convolution`` blocks; only the output parametrisation and the class
+selection are written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.nets import UNet
+from torch import nn
+
+from .errors import BundleInputError
+
+__all__ = ["GENERATOR_MODES", "OUT_ACTIVATIONS", "SimAdvGenerator", "MaskGeneratorNet", "difference_map"]
+
+GENERATOR_MODES = ("single", "duo", "naive")
+OUT_ACTIVATIONS = ("sigmoid", "clamp", "ste")
+_LOGIT_EPS = 1e-3  # inputs are clipped to [eps, 1 - eps] before the logit: identity error <= 1e-3 of the range
+
+
+def difference_map(x_s: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
+    """The explanation ``E = |x_s - x_a|`` summed over channels, shape ``(B, 1, *spatial)`` (method.md §1)."""
+    return (x_s - x_a).abs().sum(dim=1, keepdim=True)
+
+
+def _unet(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    channels: Sequence[int],
+    strides: Sequence[int],
+    num_res_units: int,
+    act: str | tuple,
+    norm: str | tuple,
+    dropout: float,
+) -> UNet:
+    if len(channels) < 2 or len(strides) != len(channels) - 1:
+        raise BundleInputError(
+            f"generator 'channels' needs >= 2 entries and 'strides' one fewer; got channels={list(channels)}, "
+            f"strides={list(strides)}"
+        )
+    return UNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=tuple(strides),
+        num_res_units=num_res_units,
+        act=act,
+        norm=norm,
+        dropout=dropout,
+    )
+
+
+def _head(
+    spatial_dims: int, features: int, out_channels: int, act: str | tuple, norm: str | tuple, zero_init: bool
+) -> nn.Sequential:
+    """A small output head: conv3-norm-act then a linear 1x1 conv to the image channels.
+
+    With ``zero_init`` the last conv starts at zero, so the generator starts as the identity (residual output).
+    """
+    hidden = Convolution(spatial_dims, features, features, kernel_size=3, act=act, norm=norm)
+    out = Convolution(spatial_dims, features, out_channels, kernel_size=1, conv_only=True)
+    if zero_init:
+        nn.init.zeros_(out.conv.weight)
+        nn.init.zeros_(out.conv.bias)
+    return nn.Sequential(hidden, out)
+
+
+class _Branch(nn.Module):
+    """One complete generator (U-Net trunk + head) returning the residual ``delta``."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+def _pair_by_name(a: nn.Module, b: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter]]:
+    """Parameters with the same name and shape in ``a`` and ``b``."""
+    params_b = dict(b.named_parameters())
+    return [(p, params_b[n]) for n, p in a.named_parameters() if n in params_b and params_b[n].shape == p.shape]
+
+
+class SimAdvGenerator(nn.Module):
+    """The similar/adversarial generator pair ``x -> (x_s, x_a)`` (Charachon et al. 2020; method.md §2).
+
+    Each branch predicts a residual ``delta`` that is added to ``x`` and mapped into ``out_range``:
+
+    * ``out_activation='sigmoid'`` (default): ``lo + (hi - lo) * sigmoid(logit(u) + delta)`` with ``u = (x - lo) /
+      (hi - lo)`` clipped to ``[1e-3, 1 - 1e-3]``. The residual lives in logit space: identity at ``delta = 0``,
+      always inside the range and smooth, so no pixel's gradient is cut off (a hard clamp gives zero gradient to
+      every pixel pushed past the range, and those pixels can never come back).
+    * ``'clamp'``: ``clamp(x + delta, lo, hi)``, the authors' later public code (clips to the image range).
+    * ``'ste'``: the same clamp in the forward pass with a straight-through (identity) gradient.
+
+    Args:
+        mode: ``'single'`` (Single AE: one shared U-Net trunk, two heads ``head_s`` / ``head_a``), ``'duo'`` (Duo AE:
+            two complete networks ``g_s`` / ``g_a``) or ``'naive'`` (``g_a`` only; forward returns ``(x, x_a)``).
+        spatial_dims: 2 or 3.
+        in_channels: image channels; the outputs have the same number.
+        channels: U-Net widths per level (MONAI ``UNet``).
+        strides: U-Net down-sampling strides, one fewer than ``channels``.
+        num_res_units: residual units per U-Net block.
+        head_channels: width of the trunk output / head input; defaults to ``channels[0]``.
+        act: activation (MONAI name) for trunk and heads.
+        norm: normalisation (MONAI name) for trunk and heads.
+        dropout: U-Net dropout.
+        out_range: ``[lo, hi]`` intensity range of the outputs (the image range).
+        out_activation: ``'sigmoid'``, ``'clamp'`` or ``'ste'`` (see above).
+        zero_init: start every head's last conv at zero so that both outputs start as ``x``.
+        same_init: in 'duo' mode, start ``g_s`` with a copy of ``g_a``'s weights (``L_{s,a} = 0`` at step 0).
+    """
+
+    def __init__(
+        self,
+        mode: str = "single",
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[int] = (2, 2, 2),
+        num_res_units: int = 1,
+        head_channels: int | None = None,
+        act: str | tuple = "PRELU",
+        norm: str | tuple = "INSTANCE",
+        dropout: float = 0.0,
+        out_range: Sequence[float] = (0.0, 1.0),
+        out_activation: str = "sigmoid",
+        zero_init: bool = True,
+        same_init: bool = False,
+    ) -> None:
+        super().__init__()
+        if mode not in GENERATOR_MODES:
+            raise BundleInputError(f"generator 'mode' must be one of {GENERATOR_MODES}, got {mode!r}")
+        if out_activation not in OUT_ACTIVATIONS:
+            raise BundleInputError(
+                f"generator 'out_activation' must be one of {OUT_ACTIVATIONS}, got {out_activation!r}"
+            )
+        if len(out_range) != 2 or not float(out_range[0]) < float(out_range[1]):
+            raise BundleInputError(f"generator 'out_range' must be [lo, hi] with lo < hi, got {list(out_range)}")
+        self.mode = mode
+        self.spatial_dims = spatial_dims
+        self.out_activation = out_activation
+        self.out_range = (float(out_range[0]), float(out_range[1]))
+        self.logit_eps = _LOGIT_EPS
+        feat = int(head_channels or channels[0])
+
+        def trunk() -> UNet:
+            return _unet(spatial_dims, in_channels, feat, channels, strides, num_res_units, act, norm, dropout)
+
+        def head() -> nn.Sequential:
+            return _head(spatial_dims, feat, in_channels, act, norm, zero_init)
+
+        # Every mode defines all five submodule names (None where absent): TorchScript then prunes the branches
+        # of the other modes, so the network scripts (``monai.bundle ckpt_export``) in every mode.
+        self.trunk: nn.Module | None = trunk() if mode == "single" else None
+        self.head_s: nn.Module | None = head() if mode == "single" else None
+        self.head_a: nn.Module | None = head() if mode == "single" else None
+        self.g_s: nn.Module | None = _Branch(trunk(), head()) if mode == "duo" else None
+        self.g_a: nn.Module | None = _Branch(trunk(), head()) if mode != "single" else None
+        if self.g_s is not None and self.g_a is not None and same_init:
+            self.g_s.load_state_dict(self.g_a.state_dict())
+
+    def _output(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Map the residual ``delta`` to an image in ``out_range`` (see the class docstring)."""
+        lo, hi = self.out_range
+        if self.out_activation == "sigmoid":
+            u = torch.logit((x - lo) / (hi - lo), eps=self.logit_eps)
+            return lo + (hi - lo) * torch.sigmoid(u + delta)
+        y = x + delta
+        if self.out_activation == "clamp":
+            return y.clamp(lo, hi)
+        return y + (y.clamp(lo, hi) - y).detach()  # straight-through estimator
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(x_s, x_a)``, both shaped like ``x``; in naive mode ``x_s`` is ``x`` itself."""
+        return self.generate(x)
+
+    def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_s, x_a)`` (see :meth:`forward`); a separate method so subclasses can reuse it under TorchScript."""
+        if self.trunk is not None and self.head_s is not None and self.head_a is not None:
+            features = self.trunk(x)
+            return self._output(x, self.head_s(features)), self._output(x, self.head_a(features))
+        assert self.g_a is not None
+        x_a = self._output(x, self.g_a(x))
+        if self.g_s is None:
+            return x, x_a
+        return self._output(x, self.g_s(x)), x_a
+
+    def paired_parameters(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """``(theta_s, theta_a)`` pairs penalised by ``L_{s,a}`` (method.md §2): the heads ('single'), every parameter
+        of ``g_s`` / ``g_a`` ('duo'), none ('naive')."""
+        if self.mode == "single":
+            return _pair_by_name(self.head_s, self.head_a)
+        if self.mode == "duo":
+            return _pair_by_name(self.g_s, self.g_a)
+        return []
+
+
+class MaskGeneratorNet(nn.Module):
+    """Real-time saliency masker (Dabkowski & Gal, NeurIPS 2017), a method.md §4 baseline.
+
+    A MONAI ``UNet`` predicts one mask logit map per class; the class selector of the paper is implemented by
+    picking channel ``class_idx[i]`` for sample ``i`` (instead of embedding the class at the bottleneck), then a
+    sigmoid gives the mask in ``[0, 1]``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        num_classes: number of classifier classes ``K``.
+        channels: U-Net widths per level.
+        strides: U-Net strides, one fewer than ``channels``.
+        num_res_units: residual units per U-Net block.
+        act: activation (MONAI name).
+        norm: normalisation (MONAI name).
+        dropout: U-Net dropout.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[int] = (2, 2, 2),
+        num_res_units: int = 1,
+        act: str | tuple = "PRELU",
+        norm: str | tuple = "INSTANCE",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise BundleInputError(f"mask generator 'num_classes' must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.unet = _unet(spatial_dims, in_channels, num_classes, channels, strides, num_res_units, act, norm, dropout)
+
+    def forward(self, x: torch.Tensor, class_idx: torch.Tensor | int) -> torch.Tensor:
+        """Return the ``(B, 1, *spatial)`` mask in ``[0, 1]`` of class ``class_idx[i]`` for sample ``i``."""
+        logits = self.unet(x)
+        b = logits.shape[0]
+        idx = torch.as_tensor(class_idx, device=logits.device).long().reshape(-1).expand(b)
+        selected = logits[torch.arange(b, device=logits.device), idx]
+        return torch.sigmoid(selected.unsqueeze(1))
+
+
+class SimAdvExplanationNet(SimAdvGenerator):
+    """The deployable explainer: ``x -> E(x) = |g_s(x) − g_a(x)|`` summed over channels, ``(B, 1, *spatial)``.
+
+    Same parameters (and state-dict keys) as :class:`SimAdvGenerator`, so ``models/explainer.pt`` loads into it
+    directly; this is the bundle's ``network_def`` for ``verify_net_in_out`` and ``ckpt_export`` (one output
+    tensor, as MONAI's bundle tools expect).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x_s, x_a = self.generate(x)
+        return difference_map(x_s, x_a)

@@ -1,0 +1,48 @@
+"""Atomic checkpoints: best by metric, resume state, safe loading with clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from scripts.checkpoint import AtomicCheckpointSaver, load_checkpoint, load_network, save_atomic
+from scripts.errors import BundleInputError
+
+
+def test_save_atomic_leaves_no_temp_files(tmp_path):
+    save_atomic({"w": torch.ones(2)}, tmp_path / "a.pt")
+    save_atomic({"w": torch.zeros(2)}, tmp_path / "a.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]
+    assert torch.equal(load_checkpoint(tmp_path / "a.pt")["w"], torch.zeros(2))
+
+
+def test_saver_keeps_best_and_last(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    saver = AtomicCheckpointSaver({"network": net, "optimizer": opt}, best_path=str(tmp_path / "best.pt"),
+                                  best_dict={"network": net}, key_metric_name="auc", last_path=str(tmp_path / "last.pt"))
+    engine = Engine(lambda e, b: None)
+    for epoch, auc in enumerate((0.6, 0.9, 0.7), start=1):
+        torch.nn.init.constant_(net.weight, float(epoch))
+        engine.state.epoch, engine.state.metrics = epoch, {"auc": auc}
+        saver(engine)
+    assert torch.all(load_checkpoint(tmp_path / "best.pt")["network"]["weight"] == 2.0)  # epoch of auc 0.9
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert torch.all(last["network"]["weight"] == 3.0) and float(last["best_metric"]) == pytest.approx(0.9)
+    resumed = AtomicCheckpointSaver({"network": net}, best_path=str(tmp_path / "best.pt"), key_metric_name="auc")
+    resumed.resume_best(tmp_path / "last.pt")
+    engine.state.metrics = {"auc": 0.8}
+    resumed(engine)  # worse than the recorded best: the best file is kept
+    assert torch.all(load_checkpoint(tmp_path / "best.pt")["network"]["weight"] == 2.0)
+
+
+def test_missing_corrupt_and_mismatched_checkpoints_are_named(tmp_path):
+    with pytest.raises(BundleInputError, match="nothing.pt.*Train it"):
+        load_checkpoint(tmp_path / "nothing.pt", "classifier checkpoint", "Train it.")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(BundleInputError, match="bad.pt"):
+        load_checkpoint(tmp_path / "bad.pt")
+    save_atomic({"network": torch.nn.Linear(3, 1).state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(BundleInputError, match="other.pt"):
+        load_network(torch.nn.Linear(2, 1), tmp_path / "other.pt", key="network")

@@ -1,0 +1,133 @@
+"""Shapes, ranges and parameter pairing of the generators (scripts/networks.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.errors import BundleInputError  # noqa: E402
+from scripts.losses import parameter_distance  # noqa: E402
+from scripts.networks import (  # noqa: E402
+    GENERATOR_MODES,
+    OUT_ACTIVATIONS,
+    MaskGeneratorNet,
+    SimAdvGenerator,
+    difference_map,
+)
+
+TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
+
+
+def _scramble_heads(gen: SimAdvGenerator, scale: float = 5.0) -> None:
+    """Give the zero-initialised last convs large weights so the outputs leave the identity."""
+    with torch.no_grad():
+        for name, p in gen.named_parameters():
+            if "head" in name or "g_" in name:
+                p.add_(torch.randn_like(p) * scale)
+
+
+@pytest.mark.parametrize("mode", GENERATOR_MODES)
+@pytest.mark.parametrize("act", OUT_ACTIVATIONS)
+def test_generator_shape_and_range_2d(mode, act):
+    torch.manual_seed(0)
+    gen = SimAdvGenerator(mode, out_activation=act, **TINY)
+    _scramble_heads(gen)
+    x = torch.rand(2, 1, 32, 32) * 1.4 - 0.2  # some inputs outside [0, 1] too
+    x_s, x_a = gen(x)
+    assert x_s.shape == x_a.shape == x.shape
+    assert 0.0 <= x_a.min() and x_a.max() <= 1.0
+    assert (x_a - x.clamp(0, 1)).abs().max() > 0.01  # scrambled heads do change the image
+    if mode == "naive":
+        assert x_s is x
+    else:
+        assert 0.0 <= x_s.min() and x_s.max() <= 1.0
+
+
+@pytest.mark.parametrize("mode", GENERATOR_MODES)
+def test_generator_starts_as_identity(mode):
+    x = torch.rand(2, 1, 16, 16)
+    x_s, x_a = SimAdvGenerator(mode, **TINY)(x)
+    # sigmoid(logit(x)) = x up to the 1e-3 logit clipping
+    assert torch.allclose(x_a, x, atol=1.1e-3) and torch.allclose(x_s, x, atol=1.1e-3)
+    x_s, x_a = SimAdvGenerator(mode, out_activation="clamp", **TINY)(x)
+    assert torch.allclose(x_a, x) and torch.allclose(x_s, x)
+
+
+def test_generator_3d_and_custom_range():
+    gen = SimAdvGenerator("single", spatial_dims=3, channels=(4, 8), strides=(2,), out_range=(-1.0, 1.0))
+    _scramble_heads(gen)
+    x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
+    x_s, x_a = gen(x)
+    assert x_s.shape == x_a.shape == x.shape
+    assert -1.0 <= min(x_s.min(), x_a.min()) and max(x_s.max(), x_a.max()) <= 1.0
+    assert difference_map(x_s, x_a).shape == (1, 1, 8, 8, 8)
+
+
+def test_output_gradients_at_range_limit():
+    x = torch.ones(1, 1, 2, 2)
+    for act, has_grad in (("clamp", False), ("ste", True), ("sigmoid", True)):
+        gen = SimAdvGenerator("naive", out_activation=act, **TINY)
+        delta = torch.full_like(x, 0.5, requires_grad=True)
+        out = gen._output(x, delta)
+        assert out.max() <= 1.0
+        out.sum().backward()
+        assert (delta.grad.abs().sum() > 0) == has_grad, act
+
+
+def test_paired_parameters():
+    duo = SimAdvGenerator("duo", **TINY)
+    pairs = duo.paired_parameters()
+    assert len(pairs) == len(list(duo.g_s.parameters())) == len(list(duo.g_a.parameters()))
+    ids_s, ids_a = {id(p) for p in duo.g_s.parameters()}, {id(p) for p in duo.g_a.parameters()}
+    assert all(id(s) in ids_s and id(a) in ids_a and s.shape == a.shape for s, a in pairs)
+
+    single = SimAdvGenerator("single", **TINY)
+    pairs = single.paired_parameters()
+    assert len(pairs) == len(list(single.head_s.parameters())) > 0
+    ids_s, ids_a = {id(p) for p in single.head_s.parameters()}, {id(p) for p in single.head_a.parameters()}
+    assert all(id(s) in ids_s and id(a) in ids_a for s, a in pairs)
+
+    assert SimAdvGenerator("naive", **TINY).paired_parameters() == []
+
+
+def test_parameter_distance_of_equal_generators_is_zero():
+    duo = SimAdvGenerator("duo", zero_init=False, **TINY)
+    assert parameter_distance(duo.paired_parameters()).item() > 0
+    duo.g_s.load_state_dict(duo.g_a.state_dict())
+    assert parameter_distance(duo.paired_parameters()).item() == 0.0
+    tied = SimAdvGenerator("duo", same_init=True, zero_init=False, **TINY)
+    assert parameter_distance(tied.paired_parameters()).item() == 0.0
+
+
+def test_generator_rejects_bad_config():
+    with pytest.raises(BundleInputError, match="mode"):
+        SimAdvGenerator("triple")
+    with pytest.raises(BundleInputError, match="out_activation"):
+        SimAdvGenerator(out_activation="tanh")
+    with pytest.raises(BundleInputError, match="strides"):
+        SimAdvGenerator(channels=(4, 8), strides=(2, 2))
+
+
+def test_mask_generator_selects_class_channel():
+    torch.manual_seed(0)
+    net = MaskGeneratorNet(num_classes=3, **TINY)
+    x = torch.rand(4, 1, 32, 32)
+    cls = torch.tensor([0, 2, 1, 2])
+    mask = net(x, cls)
+    assert mask.shape == (4, 1, 32, 32)
+    assert 0.0 <= mask.min() and mask.max() <= 1.0
+    logits = net.unet(x)
+    for i, c in enumerate(cls.tolist()):
+        assert torch.allclose(mask[i, 0], torch.sigmoid(logits[i, c]))
+    assert net(x, 1).shape == (4, 1, 32, 32)  # one class for the whole batch
+
+
+def test_mask_generator_3d():
+    net = MaskGeneratorNet(spatial_dims=3, num_classes=2, channels=(4, 8), strides=(2,))
+    mask = net(torch.rand(2, 1, 8, 8, 8), torch.tensor([1, 0]))
+    assert mask.shape == (2, 1, 8, 8, 8)

@@ -1,0 +1,196 @@
+"""Tests of the localization report writer (method.md §5-§6): files, JSON, markdown tables, figures, atomicity."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scripts.errors import BundleInputError
+from scripts.report import PAPER_RESULTS, markdown_tables, write_report
+
+NAN = float("nan")
+PCTS = [80, 85, 90, 95, 98]
+
+
+def record(level: float, seconds: float | None = 0.01) -> dict:
+    """A fake result record R whose every score is ``level`` (IoU curve decreasing with the percentile)."""
+    curve = [level * (1 - p / 200) for p in range(101)]
+    recall = [p / 100 for p in range(101)]
+    return {
+        "iou": {str(p): level for p in PCTS},
+        "iou_curve": curve,
+        "auc_total": level,
+        "auc_partial": level / 2,
+        "ap": level,
+        "seconds_per_image": seconds,
+        "pr_curve": {"precision": [max(0.0, level - r / 4) for r in recall], "recall": recall},
+    }
+
+
+def fake_results() -> dict:
+    ours_plain = record(0.30, seconds=0.0512)
+    ours_plain["iou"]["98"] = 0.05  # Naive wins the plain 98 column
+    naive_plain = record(0.10, seconds=1234.5)
+    naive_plain["iou"]["98"] = 0.20
+    gradcam_tta = record(0.25)
+    gradcam_tta["iou"]["80"] = NAN
+    gradcam_tta["iou_curve"][50] = NAN
+    return {
+        "device": "cpu",
+        "device_name": "Fake CPU (2 cores)",
+        "num_images": 7,
+        "percentiles": PCTS,
+        "command": "python -m monai.bundle run evaluating --config_file configs/evaluate.json",
+        "date": "2025-01-01",
+        "methods": {
+            "GradCAM": {"plain": record(0.20, seconds=0.78), "tta": gradcam_tta},
+            "BBMP": {"plain": record(0.15, seconds=17.14), "tta": None},
+            "Ours": {"plain": ours_plain, "tta": record(0.35, seconds=0.6)},
+            "Random (reference)": {"plain": record(0.90, seconds=None), "tta": None},
+            "Naive": {"plain": naive_plain, "tta": record(0.12)},
+            "Mask (ceiling)": {"plain": record(0.99, seconds=None), "tta": None},
+        },
+    }
+
+
+def table_rows(md: str) -> dict[str, list[str]]:
+    """The first table's rows found for each method name -> its cells (first occurrence)."""
+    rows: dict[str, list[str]] = {}
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("| method"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.setdefault(cells[0], cells[1:])
+    return rows
+
+
+def test_write_report_files_json_and_markdown(tmp_path):
+    results = fake_results()
+    paths = write_report(results, str(tmp_path))
+    assert set(paths) == {"json", "markdown", "iou_plot", "pr_plot"}
+    for p in paths.values():
+        assert os.path.isfile(p)
+
+    text = open(paths["json"]).read()
+    assert "NaN" not in text
+    data = json.loads(text)
+    assert data["methods"]["GradCAM"]["tta"]["iou"]["80"] is None
+    assert data["methods"]["GradCAM"]["tta"]["iou_curve"][50] is None
+    assert data["methods"]["BBMP"]["tta"] is None
+    assert data["methods"]["Ours"]["plain"]["auc_total"] == pytest.approx(0.30)
+    assert data["paper"]["methods"]["Ours"]["tta"]["iou"]["80"] == pytest.approx(0.292)
+    assert data["num_images"] == 7 and data["device"] == "cpu"
+    assert list(data["methods"]) == list(results["methods"])
+    assert math.isnan(results["methods"]["GradCAM"]["tta"]["iou"]["80"])  # input not modified
+
+    md = open(paths["markdown"], encoding="utf-8").read()
+    assert results["command"] in md and "Fake CPU (2 cores)" in md and "7" in md
+    assert "IoU at binarization percentile" in md and "AUC_Loc and time" in md and "How to read this" in md
+    rows = table_rows(md)
+    for name in ("GradCAM", "BBMP", "Ours", "Naive", "*Random (reference)*", "*Mask (ceiling)*"):
+        assert name in rows, name
+    # explainers first in insertion order, references last
+    order = [line.split("|")[1].strip() for line in md.split("**Table 1")[1].split("**Table 2")[0].splitlines() if line.startswith("| ")]
+    assert order[1:] == ["GradCAM", "BBMP", "Ours", "Naive", "*Random (reference)*", "*Mask (ceiling)*"]
+    # TTA methods "plain / tta", BBMP a single value, NaN as a dash
+    assert rows["GradCAM"][0] == "0.200 / –"
+    assert rows["GradCAM"][1] == "0.200 / 0.250"
+    assert rows["BBMP"][0] == "0.150"
+    # references in italics and never bold even though their numbers are the highest
+    assert rows["*Random (reference)*"][0] == "*0.900*"
+    assert not any("**" in cell for cell in rows["*Random (reference)*"] + rows["*Mask (ceiling)*"])
+    # the paper's numbers
+    assert "0.248 / 0.292" in md and "0.339 / 0.412" in md and "17.14" in md and "0.05 / 0.63" in md
+    assert "chest X-ray" in md
+
+
+def test_bold_best_per_column_plain_and_tta_separately(tmp_path):
+    md = markdown_tables(fake_results())
+    rows = table_rows(md)
+    # column 80: best plain is Ours 0.300, best tta is Ours 0.350
+    assert rows["Ours"][0] == "**0.300** / **0.350**"
+    assert rows["GradCAM"][0] == "0.200 / –" and rows["Naive"][0] == "0.100 / 0.120"
+    # column 98: best plain is Naive 0.200 (crafted), best tta still Ours
+    assert rows["Naive"][4] == "**0.200** / 0.120"
+    assert rows["Ours"][4] == "0.050 / **0.350**"
+    # table 2 columns: Total AUC, Partial AUC, Pooled AP, Time; time lower is better, 3 significant digits
+    t2 = table_rows(md.split("**Table 2")[1])
+    assert t2["Ours"][3] == "**0.0512** / 0.600"
+    assert t2["GradCAM"][3] == "0.780 / **0.0100**"
+    assert t2["BBMP"][3] == "17.1"
+    assert t2["Naive"][3] == "1234 / **0.0100**"  # tie on the tta time: both bold
+    assert t2["*Mask (ceiling)*"][3] == "*–*"
+    assert "compared separately" in md
+
+
+def test_figures_are_pngs(tmp_path):
+    paths = write_report(fake_results(), str(tmp_path))
+    for key in ("iou_plot", "pr_plot"):
+        with Image.open(paths[key]) as im:
+            assert im.format == "PNG"
+            assert im.size[0] > 300 and im.size[1] > 200
+            assert np.asarray(im.convert("L")).std() > 5  # not blank
+
+
+def grid_data(n: int, methods: int, torch_input: bool = True) -> dict:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 16, 16, generator=g)
+    masks = torch.zeros(n, 16, 16)
+    masks[:, 4:9, 5:11] = 1
+    maps = {f"method {i}": torch.rand(n, 16, 16, generator=g) for i in range(methods)}
+    maps.setdefault("constant", torch.ones(n, 16, 16))  # min-max of a constant map must not divide by zero
+    if not torch_input:
+        return {"images": images.numpy(), "masks": masks.numpy(), "maps": {k: v.numpy() for k, v in maps.items()}}
+    return {"images": images, "masks": masks, "maps": maps}
+
+
+def test_picture_grid_aspect(tmp_path):
+    # 3 images x (2 methods + constant) -> 3 rows x 4 columns: wider than tall
+    paths = write_report(fake_results(), str(tmp_path / "a"), grid=grid_data(3, 2))
+    with Image.open(paths["grid"]) as im:
+        w, h = im.size
+    assert 1.0 < w / h < 1.8
+    # 6 images x (0 methods + constant), numpy and (N,1,H,W) input -> 6 rows x 2 columns: much taller than wide
+    g = grid_data(6, 0, torch_input=False)
+    g["images"] = g["images"][:, None]
+    paths = write_report(fake_results(), str(tmp_path / "b"), grid=g)
+    with Image.open(paths["grid"]) as im:
+        w, h = im.size
+        assert h / w > 2.2
+        assert np.asarray(im.convert("L")).std() > 5
+
+
+def test_grid_bad_input(tmp_path):
+    g = grid_data(2, 1)
+    g["maps"]["method 0"] = torch.rand(2, 8, 8)
+    with pytest.raises(BundleInputError, match="method 0"):
+        write_report(fake_results(), str(tmp_path), grid=g)
+    with pytest.raises(BundleInputError, match="methods"):
+        write_report({"device": "cpu"}, str(tmp_path))
+
+
+def test_write_twice_overwrites_and_leaves_no_temp_files(tmp_path):
+    results = fake_results()
+    write_report(results, str(tmp_path), grid=grid_data(2, 1))
+    results["num_images"] = 11
+    results["methods"]["Ours"]["plain"]["iou"]["80"] = 0.777
+    paths = write_report(results, str(tmp_path), grid=grid_data(2, 1))
+    assert json.load(open(paths["json"]))["num_images"] == 11
+    assert "**0.777**" in open(paths["markdown"], encoding="utf-8").read()
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["localization.json", "localization.md", "iou_vs_percentile.png", "pr_curves.png", "picture_grid.png"]
+    )
+
+
+def test_paper_constant_matches_method_md():
+    m = PAPER_RESULTS["methods"]
+    assert list(m) == ["Gradient", "GradCAM", "BBMP", "Mask Generator", "Naive", "Ours"]
+    assert m["BBMP"]["tta"] is None and m["BBMP"]["plain"]["seconds_per_image"] == pytest.approx(17.14)
+    assert m["Gradient"]["plain"]["iou"]["80"] == pytest.approx(0.203)
+    assert m["Mask Generator"]["tta"]["iou"]["98"] == pytest.approx(0.137)
+    assert m["Ours"]["plain"]["auc_partial"] == pytest.approx(0.256)

@@ -1,0 +1,139 @@
+"""The Ignite trainers run, train only the generator, and keep the classifier frozen (scripts/trainer.py)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.handlers import StatsHandler
+from monai.networks.nets import DenseNet121
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.losses import MASK_TERMS, SIMADV_TERMS, MaskGeneratorLoss, SimAdvLoss  # noqa: E402
+from scripts.networks import GENERATOR_MODES, MaskGeneratorNet, SimAdvGenerator  # noqa: E402
+from scripts.trainer import MaskGeneratorTrainer, SimAdvTrainer, freeze, loss_output_transform  # noqa: E402
+
+TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
+
+
+def tiny_classifier() -> DenseNet121:
+    torch.manual_seed(0)
+    return DenseNet121(
+        spatial_dims=2, in_channels=1, out_channels=2, init_features=8, growth_rate=4, block_config=(2, 2, 2, 2)
+    )
+
+
+def batches(n: int = 2, with_label: bool = True) -> list[dict]:
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(n):
+        item = {"image": torch.rand(4, 1, 32, 32, generator=g)}
+        if with_label:
+            item["label"] = torch.tensor([0, 1, 0, 1])
+        out.append(item)
+    return out
+
+
+def assert_frozen_and_unchanged(clf: torch.nn.Module, before: dict) -> None:
+    assert not clf.training and not any(m.training for m in clf.modules())
+    assert not any(p.requires_grad for p in clf.parameters())
+    after = clf.state_dict()  # includes BatchNorm running stats, which train mode would update
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_freeze():
+    clf = tiny_classifier()
+    assert freeze(clf) is clf
+    assert not clf.training and not any(p.requires_grad for p in clf.parameters())
+
+
+@pytest.mark.parametrize("mode", GENERATOR_MODES)
+def test_simadv_trainer_runs_each_mode(mode):
+    clf = tiny_classifier()
+    clf.train()  # the trainer must put it back in eval mode
+    before = copy.deepcopy(clf.state_dict())
+    gen = SimAdvGenerator(mode, **TINY)
+    gen_before = copy.deepcopy(gen.state_dict())
+    trainer = SimAdvTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=batches(2),
+        generator=gen,
+        classifier=clf,
+        optimizer=torch.optim.Adam(gen.parameters(), lr=1e-2),
+        loss_function=SimAdvLoss(w_weight=1e-3),
+        train_handlers=[StatsHandler(output_transform=loss_output_transform, iteration_log=True, name="t")],
+    )
+    trainer.run()
+    assert trainer.state.iteration == 2
+    out = trainer.state.output
+    for key in ("image", "label", "y_hat", "similar", "adversarial", "explanation", "logits_s", "logits_a"):
+        assert key in out, key
+    for key in (*SIMADV_TERMS, "loss"):
+        assert out[key].ndim == 0 and torch.isfinite(out[key]) and not out[key].requires_grad, key
+    assert out["similar"].shape == out["adversarial"].shape == (4, 1, 32, 32)
+    assert out["explanation"].shape == (4, 1, 32, 32) and out["explanation"].min() >= 0
+    assert 0 <= out["adversarial"].min() and out["adversarial"].max() <= 1
+    assert out["y_hat"].shape == (4,)
+    if mode == "naive":
+        assert out["loss_s"].item() == 0.0 and torch.equal(out["similar"], out["image"])
+    assert_frozen_and_unchanged(clf, before)
+    after = gen.state_dict()
+    assert any(not torch.equal(gen_before[k], after[k]) for k in gen_before)  # the generator did train
+    assert set(loss_output_transform(out)) == {*SIMADV_TERMS, "loss"}
+
+
+def test_simadv_trainer_without_labels_and_amp_on_cpu():
+    clf = tiny_classifier()
+    gen = SimAdvGenerator("single", **TINY)
+    trainer = SimAdvTrainer(
+        "cpu", 1, batches(2, with_label=False), gen, clf, torch.optim.SGD(gen.parameters(), lr=1e-3), SimAdvLoss(),
+        amp=True,  # autocast is CUDA-only: on CPU it is a no-op and no GradScaler is made
+    )
+    trainer.run()
+    assert trainer.scaler is None
+    assert "label" not in trainer.state.output
+    assert torch.isfinite(trainer.state.output["loss"])
+
+
+def test_mask_generator_trainer_runs():
+    clf = tiny_classifier()
+    before = copy.deepcopy(clf.state_dict())
+    net = MaskGeneratorNet(num_classes=2, **TINY)
+    net_before = copy.deepcopy(net.state_dict())
+    trainer = MaskGeneratorTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=batches(2),
+        generator=net,
+        classifier=clf,
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-2),
+        loss_function=MaskGeneratorLoss(),
+        blur_sigma=2.0,
+    )
+    trainer.run()
+    assert trainer.state.iteration == 2
+    out = trainer.state.output
+    for key in (*MASK_TERMS, "loss"):
+        assert torch.isfinite(out[key]), key
+    mask = out["explanation"]
+    assert mask.shape == (4, 1, 32, 32) and 0 <= mask.min() and mask.max() <= 1
+    assert_frozen_and_unchanged(clf, before)
+    assert any(not torch.equal(net_before[k], v) for k, v in net.state_dict().items())
+
+
+def test_stats_handler_logs_every_term(caplog, capsys):
+    clf = tiny_classifier()
+    gen = SimAdvGenerator("duo", **TINY)
+    handler = StatsHandler(output_transform=loss_output_transform, iteration_log=True, name="simadv_test")
+    trainer = SimAdvTrainer("cpu", 1, batches(1), gen, clf, torch.optim.Adam(gen.parameters()), SimAdvLoss(),
+                            train_handlers=[handler])
+    with caplog.at_level(logging.INFO, logger="simadv_test"):
+        trainer.run()
+    text = caplog.text + capsys.readouterr().out  # StatsHandler logs to its own stdout stream
+    assert all(k in text for k in SIMADV_TERMS)
