@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import statistics
 import sys
 import time
@@ -36,7 +37,7 @@ from .metrics import (
 )
 from .pipeline import cpu_name
 
-__all__ = ["LocalizationBenchmark", "RandomExplainer", "pathology_entries"]
+__all__ = ["BenchmarkEngine", "LocalizationBenchmark", "RandomExplainer", "benchmark_metrics", "pathology_entries"]
 
 RANDOM_ROW = "Random (reference)"
 CEILING_ROW = "Mask (ceiling)"
@@ -167,6 +168,7 @@ class LocalizationBenchmark:
         self.ap_subsample = ap_subsample
         self.amp = amp
         self.logger = logging.getLogger("simadv_explainer.benchmark")
+        self.report_paths: dict[str, str] = {}
 
     # -- one method ---------------------------------------------------------------------------------------------
     def _metric_handlers(self) -> dict[str, Any]:
@@ -303,7 +305,57 @@ class LocalizationBenchmark:
                 "masks": torch.stack(first["mask"]),
                 "maps": {n: torch.stack(g.items["explanation"]) for n, g in grid_collectors.items()},
             }
-        paths = write_report(results, self.output_dir, grid)
+        paths = self.report_paths = write_report(results, self.output_dir, grid)
         self.logger.info(f"localization report: {paths.get('markdown')}")
         print(f"localization report: {paths.get('markdown')}", flush=True)
         return results
+
+
+def _metric_key(name: str) -> str:
+    """A method's display name as an MLflow metric-name part ("Random (reference)" -> "Random_reference")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def benchmark_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar scores of :meth:`LocalizationBenchmark.run`'s results, flat, as metric name -> value.
+
+    ``<method>/iou_<p>``, ``<method>/auc_total``, ``<method>/auc_partial``, ``<method>/ap`` and
+    ``<method>/seconds_per_image``; the augmented row of a method is ``<method>_TTA``. Curves are left out.
+    """
+    flat: dict[str, float] = {}
+    for name, row in results.get("methods", {}).items():
+        for kind, scores in row.items():
+            if not scores:
+                continue
+            prefix = _metric_key(name) + ("_TTA" if kind == "tta" else "")
+            for p, value in scores.get("iou", {}).items():
+                flat[f"{prefix}/iou_{p}"] = float(value)
+            for key in ("auc_total", "auc_partial", "ap", "seconds_per_image"):
+                if scores.get(key) is not None:
+                    flat[f"{prefix}/{key}"] = float(scores[key])
+    return flat
+
+
+class BenchmarkEngine(Engine):
+    """:class:`LocalizationBenchmark` as a one-iteration Ignite engine: the ``evaluator`` of ``evaluate.json``.
+
+    MONAI's ``--tracking`` attaches its handlers to a config's ``evaluator`` (and its ``handlers`` list); running
+    the benchmark inside an engine lets them record it like any evaluation. When the iteration completes,
+    ``state.metrics`` holds :func:`benchmark_metrics` and ``state.artifacts`` the report files. ``run()`` returns
+    the results dict.
+    """
+
+    def __init__(self, benchmark: LocalizationBenchmark, val_handlers: Sequence[Any] | None = None) -> None:
+        super().__init__(lambda engine, batch: benchmark.run())
+        self.benchmark = benchmark
+        self.add_event_handler(Events.ITERATION_COMPLETED, self._publish)  # before the handlers read them
+        for handler in val_handlers or ():
+            handler.attach(self)
+
+    def _publish(self, engine: Engine) -> None:
+        engine.state.metrics = benchmark_metrics(engine.state.output)
+        engine.state.artifacts = list(self.benchmark.report_paths.values())
+
+    def run(self) -> dict[str, Any]:  # type: ignore[override]
+        super().run([None], max_epochs=1)
+        return self.state.output

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,29 +18,15 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from .atomic import atomic_write
 from .errors import BundleInputError
 
 __all__ = ["save_atomic", "load_checkpoint", "load_network", "AtomicCheckpointSaver", "freeze"]
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` to ``path`` atomically (see :func:`scripts.atomic.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> dict:
@@ -141,13 +126,18 @@ class AtomicCheckpointSaver:
         if self.best_path is not None:
             name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
             value = engine.state.metrics.get(name) if name else None
+            epoch = engine.state.epoch  # MONAI evaluators run with the trainer's epoch
             if value is not None and float(value) == float(value):
                 value = float(value)
                 if self.best is None or self.better(value, self.best) or value == self.best:
                     self.best = value
-                    epoch = engine.state.epoch  # MONAI evaluators run with the trainer's epoch
                     save_atomic(self._states(self.best_dict), self.best_path)
                     self.logger.info(f"epoch {epoch}: best {name}={value:.4f}, saved {self.best_path}")
+            elif self.best is None:
+                # The metric is undefined (e.g. ROC-AUC when every decision is the same class): keep the latest
+                # weights as the best so far, so that a run always leaves a usable checkpoint.
+                save_atomic(self._states(self.best_dict), self.best_path)
+                self.logger.warning(f"epoch {epoch}: {name} is undefined, saved the current weights to {self.best_path}")
         if self.last_path is not None:
             state = self._states(self.save_dict)
             state["best_metric"] = torch.tensor(float("nan") if self.best is None else self.best)

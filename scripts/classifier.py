@@ -18,13 +18,11 @@ from torch import nn
 
 from .checkpoint import freeze, load_network
 from .errors import BundleInputError
+from .pipeline import TRAIN_HINTS
 
 __all__ = ["load_classifier", "classifier_num_classes", "classifier_input_size", "TRAIN_CLASSIFIER_HINT"]
 
-TRAIN_CLASSIFIER_HINT = (
-    "Train one first: python -m monai.bundle run training --config_file "
-    "\"['configs/common.json','configs/train_classifier.json']\" (or pass your own with --classifier_path)."
-)
+TRAIN_CLASSIFIER_HINT = TRAIN_HINTS["classifier checkpoint"] + " (or pass your own with --classifier_path)."
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
+from .atomic import atomic_write
+
 __all__ = ["MetricsWriter", "write_json_atomic"]
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace`` (a report is never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_jsonable)
-    os.replace(tmp, path)
+    """Write JSON to ``path`` atomically (a report is never half-written)."""
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:
@@ -36,7 +32,8 @@ class MetricsWriter:
     """Append the engine's metrics to a JSON file at the end of each of its runs (one record per epoch).
 
     Attach to an evaluator: each validation adds ``{"epoch": epoch, **metrics}``; the file also keeps the
-    best record by ``key_metric_name``. Scalars only (tensors with one element become floats).
+    best record by ``key_metric_name``. Scalars only (tensors with one element become floats). A resumed run
+    keeps the records of the epochs before the one it resumes at.
     """
 
     def __init__(self, path: str, key_metric_name: str | None = None) -> None:
@@ -51,6 +48,12 @@ class MetricsWriter:
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
             return
         record: dict[str, Any] = {"epoch": engine.state.epoch}  # a MONAI evaluator runs at the trainer's epoch
+        if not self.records and self.path.is_file():  # a resumed run keeps the history of the epochs before it
+            try:
+                earlier = json.loads(self.path.read_text()).get("history", [])
+            except (OSError, ValueError):
+                earlier = []
+            self.records = [r for r in earlier if isinstance(r, dict) and r.get("epoch", 0) < record["epoch"]]
         for k, v in engine.state.metrics.items():
             if isinstance(v, torch.Tensor) and v.numel() == 1:
                 v = v.item()
@@ -128,7 +131,5 @@ class ImageGridWriter:
         epoch = engine.state.epoch
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"{self.prefix}_{epoch:03d}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=80)
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
         plt.close(fig)
-        os.replace(tmp, path)

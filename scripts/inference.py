@@ -8,7 +8,6 @@ classifier's probabilities and decision per image (written atomically at the end
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.transforms import SaveImage
 
+from .atomic import atomic_write
 from .data.datalist import load_datalist
 from .errors import BundleInputError
 
@@ -59,13 +59,9 @@ def overlay_png(image: np.ndarray, explanation: np.ndarray, path: str | os.PathL
     e = e / e.max() if e.max() > 0 else e
     heat = matplotlib.colormaps["inferno"](e)[..., :3]
     rgb = (1 - alpha * e[..., None]) * img[..., None] + alpha * e[..., None] * heat
-    buf = io.BytesIO()
     # MONAI's PILReader loads PNGs transposed ((W, H) arrays); transpose back so the PNG looks like the input.
-    Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8).transpose(1, 0, 2)).save(buf, format="PNG")
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    png = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8).transpose(1, 0, 2))
+    atomic_write(path, lambda f: png.save(f, format="PNG"), binary=True)
 
 
 class InferenceWriter:
@@ -138,10 +134,9 @@ class InferenceWriter:
         if not self.rows:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "predictions.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+        def write(f) -> None:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]), lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, path)
+
+        atomic_write(self.output_dir / "predictions.csv", write)

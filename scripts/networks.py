@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks import Convolution
-from monai.networks.nets import UNet
+from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
 from .errors import BundleInputError
@@ -42,7 +42,18 @@ def _unet(
     act: str | tuple,
     norm: str | tuple,
     dropout: float,
-) -> UNet:
+    upsample: str = "deconv",
+) -> nn.Module:
+    """The trunk: MONAI ``UNet`` (transposed-conv upsampling), or with ``upsample="nontrainable"`` MONAI
+    ``BasicUNet`` (4 levels, interpolation + conv upsampling, no checkerboard artefacts; ``channels`` gives its
+    five encoder widths, e.g. ``[16, 16, 32, 64, 128]``)."""
+    if upsample != "deconv":
+        if len(channels) != 5:
+            raise BundleInputError(f"generator 'channels' needs 5 entries with upsample={upsample!r}, got {list(channels)}")
+        return BasicUNet(
+            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+            features=(*channels, channels[0]), act=act, norm=norm, dropout=dropout, upsample=upsample,
+        )
     if len(channels) < 2 or len(strides) != len(channels) - 1:
         raise BundleInputError(
             f"generator 'channels' needs >= 2 entries and 'strides' one fewer; got channels={list(channels)}, "
@@ -118,6 +129,9 @@ class SimAdvGenerator(nn.Module):
         act: activation (MONAI name) for trunk and heads.
         norm: normalisation (MONAI name) for trunk and heads.
         dropout: U-Net dropout.
+        upsample: ``"deconv"`` (MONAI ``UNet``, transposed convolutions) or ``"nontrainable"`` / ``"pixelshuffle"``
+            (MONAI ``BasicUNet``: interpolation or sub-pixel upsampling, which avoid the checkerboard patterns that
+            transposed convolutions let the adversarial generator exploit; ``channels`` then has 5 entries).
         out_range: ``[lo, hi]`` intensity range of the outputs (the image range).
         out_activation: ``'sigmoid'``, ``'clamp'`` or ``'ste'`` (see above).
         zero_init: start every head's last conv at zero so that both outputs start as ``x``.
@@ -136,6 +150,7 @@ class SimAdvGenerator(nn.Module):
         act: str | tuple = "PRELU",
         norm: str | tuple = "INSTANCE",
         dropout: float = 0.0,
+        upsample: str = "deconv",
         out_range: Sequence[float] = (0.0, 1.0),
         out_activation: str = "sigmoid",
         zero_init: bool = True,
@@ -157,8 +172,8 @@ class SimAdvGenerator(nn.Module):
         self.logit_eps = _LOGIT_EPS
         feat = int(head_channels or channels[0])
 
-        def trunk() -> UNet:
-            return _unet(spatial_dims, in_channels, feat, channels, strides, num_res_units, act, norm, dropout)
+        def trunk() -> nn.Module:
+            return _unet(spatial_dims, in_channels, feat, channels, strides, num_res_units, act, norm, dropout, upsample)
 
         def head() -> nn.Sequential:
             return _head(spatial_dims, feat, in_channels, act, norm, zero_init)

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import BundleInputError
 from .metrics import DEFAULT_PERCENTILES
 
@@ -297,21 +296,6 @@ def _markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------- atomic writes
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _jsonable(obj: Any) -> Any:
     """Deep copy to plain JSON types; NaN / inf -> None; tensors and arrays -> lists."""
     if hasattr(obj, "detach"):  # torch.Tensor
@@ -344,7 +328,7 @@ def _new_figure(figsize: tuple[float, float]) -> Any:
 
 
 def _save_png(fig: Any, path: Path, dpi: int = 100) -> None:
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"), binary=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"), binary=True)
 
 
 def _styles(methods: Mapping[str, Any]) -> dict[str, str]:
@@ -500,9 +484,9 @@ def write_report(results: dict, output_dir: str, grid: dict | None = None) -> di
         "pr_plot": out / "pr_curves.png",
     }
     payload = _jsonable({**results, "paper": PAPER_RESULTS})
-    _atomic_write(paths["json"], lambda f: json.dump(payload, f, indent=2, allow_nan=False))
+    atomic_write(paths["json"], lambda f: json.dump(payload, f, indent=2, allow_nan=False))
     text = _markdown(results)
-    _atomic_write(paths["markdown"], lambda f: f.write(text))
+    atomic_write(paths["markdown"], lambda f: f.write(text))
     _iou_plot(results, paths["iou_plot"])
     _pr_plot(results, paths["pr_plot"])
     if grid is not None:

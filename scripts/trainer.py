@@ -30,7 +30,7 @@ from torch.optim.optimizer import Optimizer
 from .losses import MaskGeneratorLoss
 from .networks import difference_map
 
-__all__ = ["freeze", "loss_output_transform", "SimAdvTrainer", "MaskGeneratorTrainer"]
+__all__ = ["freeze", "unwrap_parallel", "loss_output_transform", "SimAdvTrainer", "MaskGeneratorTrainer"]
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -39,6 +39,15 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def unwrap_parallel(module: nn.Module) -> nn.Module:
+    """The network inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper, else ``module`` itself.
+
+    The wrapper hides the wrapped network's own attributes (``mode``, ``paired_parameters``) that the loss reads
+    (configs/multi_gpu_train.json wraps the generator).
+    """
+    return module.module if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else module
 
 
 def loss_output_transform(output: dict | list) -> dict[str, torch.Tensor]:
@@ -178,7 +187,8 @@ class SimAdvTrainer(_FrozenClassifierTrainer):
 
     def _iteration(self, engine: SimAdvTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         x_in, x, label = engine._start(batchdata)
-        naive_mode = getattr(engine.generator, "mode", None) == "naive"
+        generator = unwrap_parallel(engine.generator)  # forward through the wrapper, attributes from the network
+        naive_mode = getattr(generator, "mode", None) == "naive"
         with engine._autocast():
             with torch.no_grad():
                 logits = engine.classifier(x)
@@ -191,7 +201,7 @@ class SimAdvTrainer(_FrozenClassifierTrainer):
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             logits_s = None if naive else engine.classifier(x_s)
             logits_a = engine.classifier(x_a)
-        terms = engine.loss_function(x, x_s, x_a, logits_s, logits_a, y_hat, engine.generator)
+        terms = engine.loss_function(x, x_s, x_a, logits_s, logits_a, y_hat, generator)
         engine.state.output.update(
             {
                 "similar": x_s.detach(),

@@ -39,14 +39,19 @@ def test_metadata_has_the_specification_fields():
 @pytest.mark.parametrize(
     "configs", [["configs/common.json", "configs/train_classifier.json"], ["configs/train.json"]], ids=["classifier", "explainer"]
 )
-def test_train_configs_pass_monai_property_check(configs):
+def test_train_configs_pass_monai_property_check(configs, tiny_data, tiny_bundle, tmp_path):
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(
         config_file=[str(ROOT / c) for c in configs], meta_file=str(ROOT / "metadata.json"),
         logging_file=str(ROOT / "configs/logging.conf"), workflow_type="train",
+        bundle_root=str(ROOT), dataset_dir=str(tiny_data), output_dir=str(tmp_path),
+        ckpt_dir=str(tmp_path / "models"), classifier_path=str(tiny_bundle / "models" / "classifier.pt"),
+        image_size=[TINY_SIZE, TINY_SIZE], num_workers=0,
     )
+    workflow.initialize()
     assert workflow.check_properties() in (None, [])
+    assert workflow.max_epochs >= 1 and workflow.trainer is not None and workflow.train_dataset is not None
 
 
 def test_pipeline_trains_every_stage_and_writes_the_report(tiny_bundle):
@@ -89,12 +94,12 @@ def test_explainer_duo_variant_and_resume(tiny_data, tiny_bundle, tmp_path):
     last = tmp_path / "checkpoints" / "explainer_duo_w_tv_last.pt"
     assert ckpt.is_file() and last.is_file()
     state = torch.load(last, weights_only=True)
-    assert state["trainer"]["epoch"] == 1
+    assert state["trainer"]["iteration"] == 3  # 24 images / batch 8, one epoch
     more = [("2" if prev == "--max_epochs" else a) for prev, a in zip([""] + over, over)]
     log = run_bundle("training", config, *more)
     text = log.stdout + log.stderr
     assert "Epoch: 2/2" in text and "Epoch: 1/2" not in text  # only the second epoch ran
-    assert torch.load(last, weights_only=True)["trainer"]["epoch"] == 2
+    assert torch.load(last, weights_only=True)["trainer"]["iteration"] == 6
     generator = torch.load(ckpt, weights_only=True)["generator"]
     assert any(k.startswith("g_s.") for k in generator) and any(k.startswith("g_a.") for k in generator)
 

@@ -46,3 +46,16 @@ def test_missing_corrupt_and_mismatched_checkpoints_are_named(tmp_path):
     save_atomic({"network": torch.nn.Linear(3, 1).state_dict()}, tmp_path / "other.pt")
     with pytest.raises(BundleInputError, match="other.pt"):
         load_network(torch.nn.Linear(2, 1), tmp_path / "other.pt", key="network")
+
+
+def test_undefined_metric_still_leaves_a_checkpoint(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    saver = AtomicCheckpointSaver({"network": net}, best_path=str(tmp_path / "best.pt"), key_metric_name="auc")
+    engine = Engine(lambda e, b: None)
+    engine.state.epoch, engine.state.metrics = 1, {"auc": float("nan")}
+    saver(engine)
+    assert (tmp_path / "best.pt").is_file() and saver.best is None
+    torch.nn.init.constant_(net.weight, 5.0)
+    engine.state.epoch, engine.state.metrics = 2, {"auc": 0.7}
+    saver(engine)
+    assert torch.all(load_checkpoint(tmp_path / "best.pt")["network"]["weight"] == 5.0) and saver.best == 0.7

@@ -31,7 +31,7 @@ from monai.transforms import MapTransform
 from ..errors import BundleInputError
 from .readers import check_readable
 
-__all__ = ["load_datalist", "CheckMaskShaped", "SPLITS"]
+__all__ = ["load_datalist", "CheckMaskShaped", "SPLITS", "source_name"]
 
 SPLITS = ("training", "validation", "test")
 _MAX_LISTED = 5  # problems named in one error message before "... and N more"
@@ -162,8 +162,8 @@ def load_datalist(
     return out
 
 
-def _filename(data: Mapping, key: Hashable) -> str:
-    """The file an item was loaded from (``filename_or_obj`` in MONAI metadata)."""
+def source_name(data: Mapping, key: Hashable) -> str:
+    """The file an item was loaded from (``filename_or_obj`` in MONAI metadata), for error messages."""
     value = data.get(key)
     meta = getattr(value, "meta", None) or data.get(f"{key}_meta_dict") or {}
     return str(meta.get("filename_or_obj", f"<{key}>"))
@@ -197,8 +197,8 @@ class CheckMaskShaped(MapTransform):
                 continue
             if tuple(mask.shape[1:]) != image_size:
                 raise BundleInputError(
-                    f"mask {_filename(d, key)} has spatial size {tuple(mask.shape[1:])} but image "
-                    f"{_filename(d, image_key)} has {image_size}; a mask must be the same size as its image"
+                    f"mask {source_name(d, key)} has spatial size {tuple(mask.shape[1:])} but image "
+                    f"{source_name(d, image_key)} has {image_size}; a mask must be the same size as its image"
                 )
             if isinstance(mask, torch.Tensor):
                 binary = (mask > 0).any(dim=0, keepdim=True).to(torch.float32)

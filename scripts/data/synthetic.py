@@ -261,6 +261,29 @@ def ensure_synthetic_dataset(dataset_dir: str | os.PathLike, datalist: str | os.
     return str(datalist)
 
 
+def examples_figure(path: str | os.PathLike, size: int = 128, seed: int = 0, columns: int = 6) -> None:
+    """Save a figure of example images (top: no finding, bottom: pathology with the mask contour in red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    draw = SyntheticChestXray(size=size)
+    fig, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 4.8))
+    for col in range(columns):
+        for row, label in enumerate((0, 1)):
+            image, mask = draw(np.random.default_rng([seed, 2 * col + row]), label)
+            ax = axes[row, col]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            if mask.any():
+                ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
+            ax.set_title(f"label {label}" + (f", lesion {100 * mask.mean():.1f}%" if label else ""), fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="data/synthetic")
@@ -269,7 +292,11 @@ def main() -> None:
     parser.add_argument("--num-test", type=int, default=200)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--figure", help="only write a figure of examples to this PNG path")
     args = parser.parse_args()
+    if args.figure:
+        examples_figure(args.figure, args.size, args.seed)
+        return
     path = make_synthetic_dataset(args.out, args.num_train, args.num_val, args.num_test, args.size, seed=args.seed)
     print(path)
 

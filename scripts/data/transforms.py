@@ -13,7 +13,7 @@ is written in ``configs/common.json``; here live only the pieces with no MONAI e
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 
 import torch
 from monai.config import KeysCollection
@@ -22,9 +22,10 @@ from monai.data import ImageReader, NibabelReader, PILReader
 from monai.transforms import LoadImage, MapTransform
 
 from ..errors import BundleInputError
+from .datalist import source_name
 from .readers import RadiographDicomReader, is_dicom_file
 
-__all__ = ["LoadRadiographd", "ToGrayscaled", "EnsureMaskd", "source_name", "reader_for"]
+__all__ = ["LoadRadiographd", "ToGrayscaled", "EnsureMaskd", "reader_for"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -62,13 +63,6 @@ class LoadRadiographd(MapTransform):
             except Exception as e:  # PIL/nibabel/pydicom errors on a broken file
                 raise BundleInputError(f"cannot read '{key}' file {path}: {type(e).__name__}: {e}") from e
         return d
-
-
-def source_name(data: Mapping, key: Hashable) -> str:
-    """The file an item was loaded from (MONAI metadata ``filename_or_obj``), for error messages."""
-    value = data.get(key)
-    meta = getattr(value, "meta", None) or data.get(f"{key}_meta_dict") or {}
-    return str(meta.get("filename_or_obj", f"<{key}>"))
 
 
 class ToGrayscaled(MapTransform):
