@@ -17,8 +17,7 @@ from monai.data import load_net_with_metadata
 from torch import nn
 
 from .checkpoint import freeze, load_network
-from .errors import BundleInputError
-from .pipeline import TRAIN_HINTS
+from .errors import TRAIN_HINTS, BundleInputError
 
 __all__ = ["load_classifier", "classifier_num_classes", "classifier_input_size", "TRAIN_CLASSIFIER_HINT"]
 

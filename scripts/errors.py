@@ -12,6 +12,17 @@ import sys
 from types import TracebackType
 
 
+#: the command that makes each checkpoint, for "checkpoint not found" messages.
+TRAIN_HINTS: dict[str, str] = {
+    "classifier checkpoint": "Train it: python -m monai.bundle run training --config_file "
+    "\"['configs/common.json','configs/train_classifier.json']\"",
+    "explainer checkpoint": "Train it: python -m monai.bundle run training --config_file configs/train.json",
+    "naive explainer checkpoint": "Train it: python -m monai.bundle run training --config_file "
+    "\"['configs/train.json','configs/variants/naive.json']\"",
+    "mask generator checkpoint": "Train it: python -m monai.bundle run training --config_file configs/train_mask_generator.json",
+}
+
+
 class BundleInputError(ValueError):
     """Bad input from the user: a file, a datalist entry, a config field or a checkpoint."""
 

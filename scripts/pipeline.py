@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from .errors import TRAIN_HINTS  # noqa: F401  (configs reference scripts.pipeline.TRAIN_HINTS)
+
 #: (stage, run id, config files) in the order they depend on each other.
 STAGES: list[tuple[str, str, str]] = [
     ("classifier", "training", "['configs/common.json','configs/train_classifier.json']"),
@@ -23,17 +25,6 @@ STAGES: list[tuple[str, str, str]] = [
     ("evaluate", "evaluating", "configs/evaluate.json"),
     ("inference", "run", "configs/inference.json"),
 ]
-
-#: the command that makes each checkpoint, for "checkpoint not found" messages.
-TRAIN_HINTS: dict[str, str] = {
-    "classifier checkpoint": "Train it: python -m monai.bundle run training --config_file "
-    "\"['configs/common.json','configs/train_classifier.json']\"",
-    "explainer checkpoint": "Train it: python -m monai.bundle run training --config_file configs/train.json",
-    "naive explainer checkpoint": "Train it: python -m monai.bundle run training --config_file "
-    "\"['configs/train.json','configs/variants/naive.json']\"",
-    "mask generator checkpoint": "Train it: python -m monai.bundle run training --config_file configs/train_mask_generator.json",
-}
-
 
 def _override(args: list[str], key: str, default: str) -> str:
     """The value of ``--key value`` / ``--key=value`` in ``args``, else ``default``."""
