@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 
 from .atomic import atomic_write
 
-__all__ = ["MetricsWriter", "write_json_atomic"]
+__all__ = ["MetricsWriter", "ImageGridWriter", "LossWeightSchedule", "write_json_atomic"]
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -133,3 +133,43 @@ class ImageGridWriter:
         path = self.output_dir / f"{self.prefix}_{epoch:03d}.png"
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
         plt.close(fig)
+
+
+class LossWeightSchedule:
+    """Move one weight of the loss linearly from ``start`` to ``end`` over the first ``num_epochs`` epochs.
+
+    At every ``EPOCH_STARTED`` of the trainer, ``setattr(loss, name, w)`` with
+    ``w = start + (end - start) * min(1, (epoch - 1) / (num_epochs - 1))`` (``end`` from epoch ``num_epochs`` on).
+    The weight is a function of the epoch number only, so a resumed run continues the schedule. The value is
+    logged once per epoch.
+
+    Used for ``L_reg``'s TV weight of the explainer (configs/train.json ``tv_weight_schedule``): a weak TV first lets
+    the adversarial generator learn to flip the decision at all; the stronger TV afterwards makes the change it
+    found smooth and local (method.md §2, decision).
+    """
+
+    def __init__(self, loss: Any, name: str, start: float, end: float, num_epochs: int) -> None:
+        if not hasattr(loss, name):
+            raise ValueError(f"the loss {type(loss).__name__} has no weight {name!r} to schedule")
+        if int(num_epochs) < 1:
+            raise ValueError(f"LossWeightSchedule 'num_epochs' must be >= 1, got {num_epochs}")
+        self.loss = loss
+        self.name = name
+        self.start = float(start)
+        self.end = float(end)
+        self.num_epochs = int(num_epochs)
+
+    def value(self, epoch: int) -> float:
+        """The weight in (1-based) epoch ``epoch``."""
+        if self.num_epochs == 1:
+            return self.end
+        frac = min(1.0, max(0.0, (epoch - 1) / (self.num_epochs - 1)))
+        return self.start + (self.end - self.start) * frac
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        value = self.value(engine.state.epoch)
+        setattr(self.loss, self.name, value)
+        engine.logger.info(f"{self.name} = {value:.4g} in epoch {engine.state.epoch}")

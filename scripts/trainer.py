@@ -199,8 +199,10 @@ class SimAdvTrainer(_FrozenClassifierTrainer):
             if label is not None:
                 engine.state.output[Keys.LABEL] = label
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            logits_s = None if naive else engine.classifier(x_s)
-            logits_a = engine.classifier(x_a)
+            if naive:
+                logits_s, logits_a = None, engine.classifier(x_a)
+            else:  # one classifier call on both images: half the kernel launches (the frozen classifier is in eval mode)
+                logits_s, logits_a = engine.classifier(torch.cat([x_s, x_a])).chunk(2)
         terms = engine.loss_function(x, x_s, x_a, logits_s, logits_a, y_hat, generator)
         engine.state.output.update(
             {

@@ -137,3 +137,24 @@ def test_stats_handler_logs_every_term(caplog, capsys):
         trainer.run()
     text = caplog.text + capsys.readouterr().out  # StatsHandler logs to its own stdout stream
     assert all(k in text for k in SIMADV_TERMS)
+
+
+def test_loss_weight_schedule_is_linear_and_resumable():
+    from ignite.engine import Engine
+
+    from scripts.handlers import LossWeightSchedule
+
+    loss = SimAdvLoss(tv_weight=5.0)
+    sched = LossWeightSchedule(loss, "tv_weight", start=1.0, end=5.0, num_epochs=5)
+    assert [sched.value(e) for e in range(1, 8)] == [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0]
+    seen = []
+    engine = Engine(lambda e, b: seen.append((e.state.epoch, loss.tv_weight)))
+    sched.attach(engine)
+    engine.run([0], max_epochs=3)
+    assert seen == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    engine.state.max_epochs = 5  # a resumed run continues from its epoch number
+    engine.run([0], max_epochs=5)
+    assert seen[-2:] == [(4, 4.0), (5, 5.0)]
+    assert LossWeightSchedule(loss, "tv_weight", 2.0, 7.0, 1).value(1) == 7.0
+    with pytest.raises(ValueError, match="no weight"):
+        LossWeightSchedule(loss, "tv_wieght", 1.0, 5.0, 3)

@@ -44,7 +44,9 @@ class SimAdvExplainer(Explainer):
         self.generator = generator
 
     def networks(self) -> tuple[nn.Module, ...]:
-        return (self.classifier, self.generator)
+        """Only the generator: the map never runs the classifier (``uses_class_idx = False``), so putting its
+        modules in eval mode at every call would only cost time (hundreds of modules in a DenseNet121)."""
+        return (self.generator,)
 
     def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the generator and check it returned ``(x_s, x_a)`` shaped like ``x``."""

@@ -1,0 +1,423 @@
+"""The ``explain`` infer task: the bundle's explanation of one study image, as a label a viewer shows and edits.
+
+The task builds the classifier, the generator, the explainer and the preprocessing from ``configs/inference.json``
+(MONAI ``ConfigParser``, the trained weights under ``models/``), exactly as ``python -m monai.bundle run --config_file
+configs/inference.json`` does, and for one image returns:
+
+* the **label** (default ``output_image="levels"``): the explanation map cut into discrete levels, label ``K`` for
+  the pixels at or above the image's own first percentile (top 2 % by default), ``K-1`` for the next band, down to
+  ``1``; ``0`` elsewhere. Percentiles follow the benchmark's convention (``scripts/metrics.py``): per image,
+  linear interpolation, keep ``E >= t``. The levels are cut on the map at the network's resolution (the pixels
+  the benchmark scores) and then resized (nearest) to the study image's own size.
+* or, on request, the float **heatmap** (the explanation ``|x_s - x_a|``), the **similar** or the **adversarial**
+  image, resized (bilinear) to the study image's size, as NIfTI (or NRRD).
+* the **result JSON**: probabilities, predicted class, level names (``label_names``, ``channel_def``), thresholds,
+  the generator's own outcome (classifier on ``x_s`` and ``x_a``) and the latencies, the explainer's included.
+
+Request parameters are checked: an unknown one, a bad value, an unreadable image answer HTTP 4xx with a message.
+Nothing in a request reaches the config parser (configs execute code); only the server's start-up ``--conf``
+values do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastapi import HTTPException
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+__all__ = [
+    "DEFAULT_PERCENTILES",
+    "ExplainTask",
+    "explanation_levels",
+    "level_names",
+    "parse_percentiles",
+]
+
+#: default cut: top 2 % -> label 3, top 5 % -> 2, top 10 % -> 1.
+DEFAULT_PERCENTILES: tuple[float, ...] = (98.0, 95.0, 90.0)
+MAX_LEVELS = 10
+MAX_TTA = 64
+OUTPUT_IMAGES = ("levels", "heatmap", "similar", "adversarial")
+LEVEL_EXTENSIONS = (".png", ".nii.gz", ".nii", ".nrrd")
+FLOAT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+#: the parameters of this task (defaults in ``InferTask.config()``, shown by ``/info/``).
+TASK_PARAMS = ("percentiles", "tta_augmentations", "output_image", "result_extension")
+#: keys MONAI Label's server or its viewers (3D Slicer, OHIF, ``MONAILabelClient``) put into requests; accepted
+#: and not used by this task (``result_dtype``: levels are always uint8, maps float32).
+PASSTHROUGH_KEYS = frozenset(
+    {
+        "model", "image", "image_id", "description", "device", "client_id", "save_label", "label_tag",
+        "result_dtype", "result_compress", "session", "session_id", "label", "label_info", "timeout", "logging",
+        "cache_transforms", "cache_transforms_in_memory", "cache_transforms_ttl", "restore_label_idx", "largest_cc",
+    }
+)
+
+
+def _bad_request(message: str, status: int = 400) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def parse_percentiles(value: Any) -> tuple[float, ...]:
+    """``"98,95,90"`` or ``[98, 95, 90]`` -> ``(98.0, 95.0, 90.0)`` (sorted high to low); ValueError if invalid."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        parts = [value]
+    elif isinstance(value, Sequence):
+        parts = list(value)
+    else:
+        raise ValueError(f"percentiles must be a list of numbers or a comma-separated string, got {value!r}")
+    out = []
+    for p in parts:
+        try:
+            if isinstance(p, bool):
+                raise ValueError
+            f = float(p)
+        except (TypeError, ValueError):
+            raise ValueError(f"percentile {p!r} is not a number") from None
+        if not math.isfinite(f) or not 0 < f < 100:
+            raise ValueError(f"percentile {p!r} must be strictly between 0 and 100")
+        out.append(f)
+    if not out:
+        raise ValueError("percentiles is empty; give one to ten values, e.g. '98,95,90'")
+    if len(out) > MAX_LEVELS:
+        raise ValueError(f"at most {MAX_LEVELS} percentiles, got {len(out)}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"percentiles must be distinct, got {parts}")
+    return tuple(sorted(out, reverse=True))
+
+
+def level_names(percentiles: Sequence[float]) -> dict[str, int]:
+    """``{"top 2%": 3, "top 5%": 2, "top 10%": 1}`` for ``(98, 95, 90)`` (MONAI Label's name -> label value)."""
+    k = len(percentiles)
+    return {f"top {100 - p:.4g}%": k - i for i, p in enumerate(percentiles)}
+
+
+def explanation_levels(explanation: np.ndarray, percentiles: Sequence[float]) -> tuple[np.ndarray, list[float]]:
+    """Cut one map into levels: ``label = #{p : E >= percentile_p(E)}`` (uint8), and the thresholds (high to low).
+
+    Thresholds are the image's own percentiles with linear interpolation (``np.percentile``'s default, as
+    ``scripts.metrics``); ties at a threshold are kept, so a constant map is all top level.
+    """
+    e = np.asarray(explanation, dtype=np.float64)
+    thresholds = [float(t) for t in np.percentile(e.ravel(), list(percentiles))]
+    levels = np.zeros(e.shape, dtype=np.uint8)
+    for t in thresholds:
+        levels += (e >= t).astype(np.uint8)
+    return levels, thresholds
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def _cwd(path: Path):
+    """The bundle's configs reference each other relative to the bundle root (``%configs/common.json#...``)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _resize(t: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+    """``(1, C, *spatial)`` to ``size`` (no-op when equal): nearest-exact for labels, bilinear for maps."""
+    if list(t.shape[2:]) == list(size):
+        return t
+    if mode == "nearest":
+        return F.interpolate(t.float(), size=list(size), mode="nearest-exact")
+    return F.interpolate(t.float(), size=list(size), mode="bilinear", align_corners=False)
+
+
+class ExplainTask(InferTask):
+    """MONAI Label infer task serving the bundle's explainer (see the module docstring).
+
+    Args:
+        bundle_root: the bundle folder (holds ``configs/`` and ``scripts/``).
+        models_dir: folder with ``explainer.pt`` and ``classifier.pt`` (the config's ``ckpt_dir``).
+        config_file: the inference config, relative to ``bundle_root``.
+        overrides: further config overrides from the server's ``--conf overrides '{...}'`` (trusted: the operator's).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; None keeps the config's choice (CUDA when available).
+    """
+
+    def __init__(
+        self,
+        bundle_root: str | os.PathLike,
+        models_dir: str | os.PathLike,
+        config_file: str = "configs/inference.json",
+        overrides: Mapping[str, Any] | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.bundle_root = Path(bundle_root).resolve()
+        self.models_dir = Path(models_dir).resolve()
+        self.config_file = config_file
+        self.overrides = dict(overrides or {})
+        self.requested_device = device
+        self._lock = threading.Lock()
+        self._load()
+        super().__init__(
+            type=InferType.SEGMENTATION,
+            labels=level_names(DEFAULT_PERCENTILES),
+            dimension=2,
+            description="Explanation of the classifier's decision (similar/adversarial generation), "
+            "cut into levels: top 2% / 5% / 10% of the map as labels 3 / 2 / 1",
+            config={
+                "percentiles": ",".join(f"{p:g}" for p in DEFAULT_PERCENTILES),
+                "tta_augmentations": self.default_tta,
+                "output_image": "levels",
+                "result_extension": "",
+            },
+        )
+
+    # ------------------------------------------------------------------------------------------------ loading
+    def _load(self) -> None:
+        from monai.bundle import ConfigParser
+
+        import scripts  # noqa: F401  (the configs' "$import scripts")
+        from scripts.errors import find_input_error
+        from scripts.explainers import TTAExplainer
+
+        parser = ConfigParser()
+        try:
+            with _cwd(self.bundle_root):
+                parser.read_config(str(self.bundle_root / self.config_file))
+                parser.update({"bundle_root": str(self.bundle_root), "ckpt_dir": str(self.models_dir)})
+                parser.update(self.overrides)
+                if self.requested_device:
+                    parser.update({"device": f"$torch.device({self.requested_device!r})"})
+                self.device = parser.get_parsed_content("device")
+                self.classifier = parser.get_parsed_content("classifier")
+                self.generator = parser.get_parsed_content("generator")
+                explainer = parser.get_parsed_content("explainer")
+                self.tta = dict(parser.get_parsed_content("tta"))
+                self.preprocessing = parser.get_parsed_content("preprocessing")
+                self.input_size = [int(s) for s in parser.get_parsed_content("input_size")]
+                self.num_classes = int(parser.get_parsed_content("explained_num_classes"))
+                self.amp = bool(parser.get_parsed_content("amp"))
+                in_channels = int(parser.get_parsed_content("in_channels"))
+                explainer_path = Path(parser.get_parsed_content("explainer_checkpoint"))
+                classifier_path = Path(parser.get_parsed_content("classifier_path"))
+        except Exception as e:
+            err = find_input_error(e)
+            if err is None:
+                raise
+            raise RuntimeError(f"review app: cannot load the bundle from {self.models_dir}: {err}") from None
+        with torch.no_grad():  # warm-up, so that the first reviewer's request does not pay for it
+            self.generator(torch.zeros(1, in_channels, *self.input_size, device=self.device))
+        self.base_explainer = explainer.explainer if isinstance(explainer, TTAExplainer) else explainer
+        self.default_tta = int(self.tta.get("num_augmentations", 0) or 0)
+        self.class_names = self._class_names()
+        self.model_files = {
+            name: {"path": str(path), "sha256": _sha256(path)[:16]}
+            for name, path in (("explainer", explainer_path), ("classifier", classifier_path))
+        }
+        # split the preprocessing where it starts resizing: the loaded image keeps its own size and affine
+        from monai.transforms import Compose, Resized
+
+        transforms = list(self.preprocessing.transforms)
+        cut = next((i for i, t in enumerate(transforms) if isinstance(t, Resized)), len(transforms))
+        self._load_transforms, self._to_network = Compose(transforms[:cut]), Compose(transforms[cut:])
+
+    def _class_names(self) -> list[str]:
+        import json
+
+        try:
+            meta = json.loads((self.bundle_root / "configs" / "metadata.json").read_text())
+            names = meta["classifier_data_format"]["outputs"]["pred"]["channel_def"]
+            if len(names) == self.num_classes:
+                return [str(names[str(k)]) for k in range(self.num_classes)]
+        except (OSError, KeyError, ValueError):
+            pass
+        return [f"class {k}" for k in range(self.num_classes)]
+
+    def is_valid(self) -> bool:
+        return all(Path(f["path"]).is_file() for f in self.model_files.values())
+
+    def get_path(self, validate: bool = True):
+        return [f["path"] for f in self.model_files.values()]
+
+    # ------------------------------------------------------------------------------------------------ request
+    def _parse(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(k for k in request if k not in TASK_PARAMS and k not in PASSTHROUGH_KEYS)
+        if unknown:
+            raise _bad_request(
+                f"unknown parameter(s) {unknown} for model 'explain'; its parameters are {list(TASK_PARAMS)}"
+            )
+        try:
+            percentiles = parse_percentiles(request.get("percentiles", DEFAULT_PERCENTILES))
+        except ValueError as e:
+            raise _bad_request(f"bad 'percentiles': {e}") from None
+        tta = request.get("tta_augmentations", self.default_tta)
+        if isinstance(tta, str) and tta.strip().isdigit():
+            tta = int(tta.strip())
+        if isinstance(tta, bool) or not isinstance(tta, int) or not 0 <= tta <= MAX_TTA:
+            raise _bad_request(f"bad 'tta_augmentations': {tta!r}; expected an integer from 0 (off) to {MAX_TTA}")
+        output = request.get("output_image", "levels")
+        if output not in OUTPUT_IMAGES:
+            raise _bad_request(f"bad 'output_image': {output!r}; expected one of {list(OUTPUT_IMAGES)}")
+        if output != "levels" and str(request.get("save_label", "false")).lower() in ("true", "1"):
+            raise _bad_request(f"save_label keeps the label levels only, not output_image {output!r}")
+        ext = request.get("result_extension") or ""
+        allowed = LEVEL_EXTENSIONS if output == "levels" else FLOAT_EXTENSIONS
+        if ext and ext not in allowed:
+            why = " (PNG holds only the uint8 levels)" if ext == ".png" else ""
+            raise _bad_request(f"bad 'result_extension' {ext!r} for output_image {output!r}{why}; expected one of {list(allowed)}")
+        return {"percentiles": percentiles, "tta_augmentations": tta, "output_image": output, "result_extension": ext}
+
+    def _load_image(self, path: str) -> dict:
+        from scripts.errors import find_input_error
+
+        if path.lower().endswith(DICOM_SUFFIXES):
+            raise _bad_request(
+                f"{os.path.basename(path)}: DICOM is not read by the review app (its environment needs pydicom<3, "
+                "the bundle's DICOM reader pydicom 3); convert the study to PNG or NIfTI",
+                status=415,
+            )
+        try:
+            return self._load_transforms({"image": path})
+        except Exception as e:
+            err = find_input_error(e)
+            if err is None:
+                raise
+            raise _bad_request(str(err).replace(path, os.path.basename(path)), status=422) from None
+
+    def __call__(self, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        start = time.perf_counter()
+        params = self._parse(request)
+        path = request.get("image")
+        if not isinstance(path, str) or not path:
+            raise _bad_request("no image given")
+        loaded = self._load_image(path)
+        image = loaded["image"]
+        image_size = [int(s) for s in image.shape[1:]]
+        affine = image.affine.detach().cpu().numpy() if hasattr(image, "affine") else np.eye(4)
+        read_by_pil = str(image.meta.get("format", "")).upper() in ("PNG", "JPEG", "BMP", "TIFF") if hasattr(image, "meta") else False
+        data = self._to_network(loaded)
+        x = torch.as_tensor(data["image"]).float().unsqueeze(0).to(self.device)
+        t_pre = time.perf_counter()
+
+        from scripts.explainers import TTAExplainer
+
+        autocast = dict(device_type=x.device.type, enabled=self.amp and x.device.type == "cuda")
+        with self._lock:
+            t0 = time.perf_counter()
+            with torch.no_grad(), torch.autocast(**autocast):
+                probs = torch.softmax(self.classifier(x).float(), dim=1)[0]
+            y_hat = int(probs.argmax())
+            t1 = time.perf_counter()
+            explainer = self.base_explainer
+            if params["tta_augmentations"] > 0:
+                explainer = TTAExplainer(
+                    self.base_explainer, num_augmentations=params["tta_augmentations"],
+                    rotate_range=self.tta["rotate_range"], scale_range=tuple(self.tta["scale_range"]),
+                    translate_range=self.tta["translate_range"], seed=self.tta["seed"],
+                )
+            with torch.autocast(**autocast):
+                explanation = explainer(x, torch.tensor([y_hat], device=x.device)).float()
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+            t2 = time.perf_counter()
+            with torch.no_grad(), torch.autocast(**autocast):
+                x_s, x_a = self.generator(x)
+                p_s = torch.softmax(self.classifier(x_s).float(), dim=1)[0]
+                p_a = torch.softmax(self.classifier(x_a).float(), dim=1)[0]
+            t3 = time.perf_counter()
+
+        percentiles = params["percentiles"]
+        levels_net, thresholds = explanation_levels(explanation[0, 0].cpu().numpy(), percentiles)
+        output = params["output_image"]
+        if output == "levels":
+            levels = _resize(torch.from_numpy(levels_net)[None, None], image_size, "nearest")[0, 0]
+            array = levels.round().to(torch.uint8).numpy()
+        else:
+            source = {"heatmap": explanation, "similar": x_s, "adversarial": x_a}[output]
+            array = _resize(source[:, :1].float().cpu(), image_size, "bilinear")[0, 0].numpy().astype(np.float32)
+        t_post = time.perf_counter()
+
+        ext = params["result_extension"] or (".png" if output == "levels" and read_by_pil else ".nii.gz")
+        result_file = self._write(array, ext, affine)
+        t_write = time.perf_counter()
+
+        names = level_names(percentiles)
+        counts = np.bincount(levels_net.ravel(), minlength=len(percentiles) + 1) / levels_net.size
+        result = {
+            "model": "explain",
+            "image": request.get("image_id") or os.path.basename(path),
+            "output_image": output,
+            "result_extension": ext,
+            "result_dtype": "uint8" if output == "levels" else "float32",
+            "predicted_class": y_hat,
+            "predicted_name": self.class_names[y_hat],
+            "probabilities": [round(float(p), 6) for p in probs.cpu()],
+            "class_names": self.class_names,
+            "label_names": names,
+            "channel_def": {"0": "background", **{str(v): k for k, v in sorted(names.items(), key=lambda kv: kv[1])}},
+            "percentiles": list(percentiles),
+            "thresholds": thresholds,
+            "level_fractions": {str(k): round(float(counts[k]), 6) for k in range(len(percentiles) + 1)},
+            "tta_augmentations": params["tta_augmentations"],
+            "similar": {"predicted_class": int(p_s.argmax()), "probabilities": [round(float(p), 6) for p in p_s.cpu()]},
+            "adversarial": {"predicted_class": int(p_a.argmax()), "probabilities": [round(float(p), 6) for p in p_a.cpu()]},
+            "image_size": image_size,
+            "network_size": list(x.shape[2:]),
+            "device": str(self.device),
+            "models": self.model_files,
+            "latencies": {
+                "pre": round(t_pre - start, 4),
+                "classifier": round(t1 - t0, 4),
+                "explainer": round(t2 - t1, 4),
+                "generation": round(t3 - t2, 4),
+                "post": round(t_post - t3, 4),
+                "write": round(t_write - t_post, 4),
+                "total": round(t_write - start, 4),
+            },
+        }
+        return result_file, result
+
+    @staticmethod
+    def _write(array: np.ndarray, ext: str, affine: np.ndarray) -> str:
+        """One result file in the (app's) temp folder; MONAI Label deletes it once sent or copied to the datastore."""
+        fd, name = tempfile.mkstemp(suffix=ext, prefix="explain_")
+        os.close(fd)
+        if ext == ".png":
+            from PIL import Image
+
+            # the array is x-first (MONAI's PILReader loads a PNG's (rows, cols) matrix transposed): store (rows, cols)
+            Image.fromarray(np.ascontiguousarray(array.T.astype(np.uint8))).save(name, format="PNG")
+        elif ext in (".nii.gz", ".nii"):
+            import nibabel as nib
+
+            a = np.asarray(affine, dtype=np.float64)
+            if a.shape != (4, 4):  # 2D affine (3x3) -> 4x4
+                full = np.eye(4)
+                full[:2, :2], full[:2, 3] = a[:2, :2], a[:2, 2]
+                a = full
+            nib.save(nib.Nifti1Image(array, a), name)
+        elif ext == ".nrrd":
+            import nrrd
+
+            nrrd.write(name, array)  # Fortran index order: x (columns) fastest, as ITK/3D Slicer read it
+        else:  # checked in _parse
+            raise _bad_request(f"unsupported result_extension {ext!r}")
+        return name
