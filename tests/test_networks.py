@@ -160,7 +160,8 @@ def test_smoothed_generator_shape_range_and_low_pass(mode):
     _scramble_heads(plain, scale=0.3)
     smooth.load_state_dict(plain.state_dict())
     x = torch.rand(2, 1, 32, 32) * 0.8 + 0.1
-    (xs_p, xa_p), (xs_s, xa_s) = plain(x), smooth(x)
+    with torch.no_grad():
+        (xs_p, xa_p), (xs_s, xa_s) = plain(x), smooth(x)
     assert xa_s.shape == x.shape and 0 <= xa_s.min() and xa_s.max() <= 1
 
     def roughness(x_out: torch.Tensor) -> float:  # mean |neighbour difference| of the residual (logit space)
@@ -169,4 +170,5 @@ def test_smoothed_generator_shape_range_and_low_pass(mode):
 
     assert roughness(xa_s) < 0.5 * roughness(xa_p)
     scripted = torch.jit.script(smooth)  # ckpt_export needs TorchScript
-    assert torch.allclose(scripted(x)[1], xa_s, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x)[1], xa_s, atol=1e-6)

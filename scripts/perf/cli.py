@@ -24,6 +24,7 @@ from .methods import ROOT, Method, Networks, build_networks, make_fast_method, m
 from .report import format_report, write_json, write_text
 from .training import TrainOptions, count_host_syncs, make_classifier_step, make_explainer_step
 from ..fast_path import FastPathOptions
+from ..pipeline import cpu_name
 
 __all__ = ["build_parser", "run_benchmark", "merge_results", "main", "TARGETS"]
 
@@ -115,24 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _environment(device: torch.device) -> dict:
     import monai
 
     env = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
-        "cpu_model": _cpu_model(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "cpu_model": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
