@@ -43,6 +43,25 @@ RANDOM_ROW = "Random (reference)"
 CEILING_ROW = "Mask (ceiling)"
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the default process group, ``(0, 1)`` without one (the single-process run).
+
+    Under ``configs/multi_gpu_evaluate.json`` (torchrun) every rank benchmarks its shard of the test set; the
+    metric handlers' MONAI ``Cumulative`` buffers all-gather on their own, the rest is gathered here.
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``torch.distributed.all_gather_object``)."""
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
 class RandomExplainer(Explainer):
     """A uniform random map (seeded): the reference row a method that does not localize scores."""
 
@@ -94,9 +113,27 @@ class _CurveCollector:
             self.count += int(valid.sum())
 
     def curves(self) -> dict[str, list[float]]:
+        if _rank_and_world()[1] > 1:
+            self._gather()
         if not self.count:
             return {"precision": [], "recall": []}
         return {"precision": (self.sum_p / self.count).tolist(), "recall": (self.sum_r / self.count).tolist()}
+
+    def _gather(self) -> None:
+        """Sum every rank's curve sums and counts (sharded run): the mean curves are over the whole test set."""
+        local = (
+            None if self.sum_p is None else self.sum_p.detach().cpu(),
+            None if self.sum_r is None else self.sum_r.detach().cpu(),
+            self.count,
+        )
+        sum_p = sum_r = None
+        count = 0
+        for sp, sr, n in _all_gather_object(local):
+            if sp is not None:
+                sum_p = sp if sum_p is None else sum_p + sp
+                sum_r = sr if sum_r is None else sum_r + sr
+            count += int(n)
+        self.sum_p, self.sum_r, self.count = sum_p, sum_r, count
 
 
 class _GridCollector:
@@ -134,6 +171,12 @@ class LocalizationBenchmark:
         explain_label: explain the ground-truth class instead of the classifier's decision (default: decision).
         command: the command line, recorded in the report.
         ap_subsample: pixels per image kept for pooled AP (``None``: all).
+
+    Sharded (``torchrun`` + ``configs/multi_gpu_evaluate.json``, a process group initialised): ``dataloader`` holds
+    this rank's shard; the metric handlers' ``Cumulative`` buffers and the precision/recall curve sums are gathered
+    over every rank, so every rank gets the whole test set's scores; seconds per image and the picture grid are
+    each rank's own, and rank 0 alone writes the report (its timings and images). Without a process group nothing
+    changes.
     """
 
     def __init__(
@@ -165,6 +208,7 @@ class LocalizationBenchmark:
         self.grid_images = grid_images
         self.explain_label = explain_label
         self.command = command or " ".join(["python", "-m", "monai.bundle", *sys.argv[1:]])
+        self._default_command = not command
         self.ap_subsample = ap_subsample
         self.amp = amp
         self.logger = logging.getLogger("simadv_explainer.benchmark")
@@ -240,6 +284,15 @@ class LocalizationBenchmark:
                     return images
         return images
 
+    def _local_num_images(self) -> int:
+        """Images this process evaluates: its sampler's length (its shard under torchrun), else the dataset's."""
+        for source in (getattr(self.dataloader, "sampler", None), getattr(self.dataloader, "dataset", None)):
+            try:
+                return len(source)  # type: ignore[arg-type]
+            except TypeError:
+                continue
+        return sum(len(batch["image"]) for batch in self.dataloader)
+
     def _ceiling(self) -> dict[str, Any]:
         """Scores of the mask itself as the map, ties among pixels broken by tiny seeded noise.
 
@@ -260,8 +313,16 @@ class LocalizationBenchmark:
         """Evaluate and time every method, write the report; return the results dict."""
         from .report import write_report
 
+        rank, world = _rank_and_world()
         timing = self._timing_images()
-        if not timing:
+        if world > 1:  # sharded (torchrun + configs/multi_gpu_evaluate.json): every rank must have images
+            counts = _all_gather_object(self._local_num_images())
+            if min(counts) == 0:
+                raise BundleInputError(
+                    f"the test set is split over {world} processes and some shards are empty ({counts} images "
+                    "per rank): run with fewer processes"
+                )
+        elif not timing:
             raise BundleInputError("the evaluation loader is empty: no test image to explain")
         results: dict[str, Any] = {
             "device": str(self.device),
@@ -273,6 +334,12 @@ class LocalizationBenchmark:
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "methods": {},
         }
+        if world > 1:
+            results["num_images"] = sum(counts)
+            results["num_processes"] = world
+            results["device_name"] += f"; rank 0 of {world} processes, its timings and picture grid"
+            if self._default_command:
+                results["command"] = f"torchrun ({world} processes) " + " ".join(["-m", "monai.bundle", *sys.argv[1:]])
         grid_collectors: dict[str, _GridCollector] = {}
         for name, explainer in self.methods.items():
             row: dict[str, Any] = {}
@@ -305,6 +372,9 @@ class LocalizationBenchmark:
                 "masks": torch.stack(first["mask"]),
                 "maps": {n: torch.stack(g.items["explanation"]) for n, g in grid_collectors.items()},
             }
+        if rank > 0:  # sharded run: every rank holds the gathered scores, rank 0 alone writes the report
+            self.report_paths = {}
+            return results
         paths = self.report_paths = write_report(results, self.output_dir, grid)
         self.logger.info(f"localization report: {paths.get('markdown')}")
         print(f"localization report: {paths.get('markdown')}", flush=True)

@@ -3,6 +3,8 @@
 Checks what the overlays promise (docs/multi_gpu.md): the ranks train on disjoint halves of the training set,
 validation metrics are gathered over every rank's shard, only rank 0 logs and writes, the generator's wrapper does not
 hide its attributes from the loss (``L_{s,a}`` is there), and the checkpoints load in the single-process configs.
+The evaluate overlay (configs/multi_gpu_evaluate.json) shards the test set: one report, written by rank 0, with the
+one-process run's scores.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, TINY_SIZE, bundle_env
+from conftest import ROOT, TINY_SIZE, bundle_env, run_bundle
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
 EXPLAINER = "['configs/train.json','configs/multi_gpu_train.json'{extra}]"
 CLASSIFIER = "['configs/common.json','configs/train_classifier.json','configs/multi_gpu_train_classifier.json']"
+EVALUATE = "['configs/evaluate.json','configs/multi_gpu_evaluate.json']"
 
 #: test-only overlay: keep each training item's file path through the (cached) transforms, and make every rank
 #: append the paths of the batches it trained on to ``<output_dir>/rank<r>_seen.txt``.
@@ -52,10 +55,10 @@ class _MedianSplit(nn.Module):
         return torch.stack([-s, s], dim=1)
 
 
-def torchrun(config: str, *overrides: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node=2 --standalone -m monai.bundle run training ...`` from the bundle root."""
+def torchrun(config: str, *overrides: str, run_id: str = "training") -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 --standalone -m monai.bundle run <run_id> ...`` from the bundle root."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           "-m", "monai.bundle", "run", "training", "--config_file", config,
+           "-m", "monai.bundle", "run", run_id, "--config_file", config,
            "--logging_file", "configs/logging.conf", *overrides]
     env = dict(bundle_env(), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -131,3 +134,66 @@ def test_classifier_ddp_overlay_trains_and_checkpoint_loads(tiny_data, tmp_path)
     parser.read_config(str(ROOT / "configs/common.json"))
     net = load_classifier(out / "models" / "classifier.pt", parser.get_parsed_content("classifier_def"))
     assert net(torch.rand(2, 1, TINY_SIZE, TINY_SIZE)).shape == (2, 2)
+
+
+def _close(a, b, path: str = "", tol: float = 1e-6) -> None:
+    """``a == b`` for nested dicts/lists of floats, within ``tol`` (NaN equals NaN)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}/{k}", tol)
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]", tol)
+    elif isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, float) and isinstance(b, float), path
+        assert a == pytest.approx(b, abs=tol, nan_ok=True), path
+    else:
+        assert a == b, path
+
+
+def test_evaluate_ddp_shards_the_test_set_and_matches_one_process(tiny_data, tiny_bundle, tmp_path):
+    """configs/multi_gpu_evaluate.json: each rank scores half the test images, the scores are the one-process ones.
+
+    Both runs use batches of one image: with larger batches a rank's batches hold other images than the one-process
+    run's, and maps then differ by float rounding (a conv's result depends a little on the batch size; GradCAM's tied
+    pixels and BBMP's sign-like first Adam steps amplify it, in one process too), which would hide what this test
+    checks: the sharding and the gathering. With one image per batch every map is the same, so every score (IoU table,
+    0-100 IoU curve, AUCs, pooled AP, PR curves) of every method, plain and TTA, and of the random row (its map is
+    seeded per call) must match within 1e-6. Looser (5e-3): the mask ceiling, whose tie-breaking noise is seeded by
+    the iteration number (another image on a rank), which moves a threshold by a pixel at most through float rounding.
+    Not compared: seconds per image (each rank times its own images; the report gives rank 0's).
+    """
+    def overrides(out: Path) -> list[str]:
+        return ["--dataset_dir", str(tiny_data), "--output_dir", str(out), "--ckpt_dir", str(tiny_bundle / "models"),
+                "--image_size", f"[{TINY_SIZE},{TINY_SIZE}]", "--num_workers", "0",
+                "--bbmp_iterations", "3", "--tta_augmentations", "2", "--benchmark#timing_images", "2",
+                "--test#dataloader#batch_size", "1"]
+
+    one = run_bundle("evaluating", "configs/evaluate.json", *overrides(tmp_path / "one"))
+    assert one.stdout.count("\nlocalization report:") == 1  # the print (the log line has a prefix)
+    proc = torchrun(EVALUATE, *overrides(tmp_path / "ddp"), run_id="evaluating")
+    log = proc.stdout + proc.stderr
+
+    # rank 0 alone wrote the report (and printed where), over the whole test set
+    assert log.count("\nlocalization report:") == 1
+    ddp = json.loads((tmp_path / "ddp" / "localization.json").read_text())
+    ref = json.loads((tmp_path / "one" / "localization.json").read_text())
+    assert ddp["num_processes"] == 2 and "num_processes" not in ref
+    assert ddp["num_images"] == ref["num_images"] >= 2
+    assert "rank 0 of 2 processes" in (tmp_path / "ddp" / "localization.md").read_text()
+    for png in ("iou_vs_percentile.png", "pr_curves.png", "picture_grid.png"):
+        assert (tmp_path / "ddp" / png).is_file(), png
+
+    assert list(ddp["methods"]) == list(ref["methods"])
+    for name, row in ref["methods"].items():
+        for kind, scores in row.items():
+            other = ddp["methods"][name][kind]
+            if scores is None:
+                assert other is None, (name, kind)
+                continue
+            seconds = other.pop("seconds_per_image")
+            assert (seconds is None) == (scores.pop("seconds_per_image") is None), (name, kind)
+            tol = 5e-3 if name == "Mask (ceiling)" else 1e-6
+            _close(other, scores, f"{name}/{kind}", tol)
