@@ -45,7 +45,7 @@ class SimAdvExplainer(Explainer):
 
     def networks(self) -> tuple[nn.Module, ...]:
         """Only the generator: the map never runs the classifier (``uses_class_idx = False``), so putting its
-        modules in eval mode at every call would only cost time (hundreds of modules in a DenseNet121)."""
+        modules in eval mode at every call would only cost time (about 500 modules in the default DenseNet121)."""
         return (self.generator,)
 
     def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
