@@ -11,6 +11,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from .atomic import atomic_write
+from .errors import BundleInputError
 
 __all__ = ["MetricsWriter", "ImageGridWriter", "LossWeightSchedule", "write_json_atomic"]
 
@@ -150,9 +151,9 @@ class LossWeightSchedule:
 
     def __init__(self, loss: Any, name: str, start: float, end: float, num_epochs: int) -> None:
         if not hasattr(loss, name):
-            raise ValueError(f"the loss {type(loss).__name__} has no weight {name!r} to schedule")
+            raise BundleInputError(f"tv_schedule: the loss {type(loss).__name__} has no weight {name!r} to schedule")
         if int(num_epochs) < 1:
-            raise ValueError(f"LossWeightSchedule 'num_epochs' must be >= 1, got {num_epochs}")
+            raise BundleInputError(f"tv_schedule#epochs must be >= 1, got {num_epochs}")
         self.loss = loss
         self.name = name
         self.start = float(start)

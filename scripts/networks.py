@@ -11,11 +11,9 @@ selection are written here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
@@ -25,7 +23,6 @@ from .errors import BundleInputError
 __all__ = [
     "GENERATOR_MODES",
     "OUT_ACTIVATIONS",
-    "GaussianSmoothing",
     "SimAdvGenerator",
     "MaskGeneratorNet",
     "difference_map",
@@ -39,50 +36,6 @@ _LOGIT_EPS = 1e-3  # inputs are clipped to [eps, 1 - eps] before the logit: iden
 def difference_map(x_s: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
     """The explanation ``E = |x_s - x_a|`` summed over channels, shape ``(B, 1, *spatial)`` (method.md §1)."""
     return (x_s - x_a).abs().sum(dim=1, keepdim=True)
-
-
-class GaussianSmoothing(nn.Module):
-    """A fixed (not trained) separable Gaussian low-pass filter, per channel, for 1D/2D/3D ``(B, C, *spatial)``.
-
-    MONAI's ``GaussianFilter`` does the same but does not compile with TorchScript (``ckpt_export``), hence this
-    module. Zero padding: on a generator residual (see :class:`SimAdvGenerator`) zero means "unchanged".
-
-    Args:
-        spatial_dims: 1, 2 or 3.
-        channels: number of channels (each filtered on its own).
-        sigma: standard deviation in pixels (> 0).
-        truncated: the kernel spans ``± ceil(truncated * sigma)`` pixels.
-    """
-
-    def __init__(self, spatial_dims: int, channels: int, sigma: float, truncated: float = 3.0) -> None:
-        super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise BundleInputError(f"GaussianSmoothing supports 1 to 3 spatial dims, got {spatial_dims}")
-        if not sigma > 0:
-            raise BundleInputError(f"GaussianSmoothing 'sigma' must be > 0 pixels, got {sigma}")
-        radius = max(1, int(math.ceil(truncated * sigma)))
-        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-        self.register_buffer("kernel", kernel / kernel.sum(), persistent=False)
-        self.spatial_dims = spatial_dims
-        self.channels = channels
-        self.radius = radius
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel.to(x.dtype)
-        for axis in range(self.spatial_dims):
-            shape = [1] * self.spatial_dims
-            shape[axis] = k.numel()
-            pad = [0] * self.spatial_dims
-            pad[axis] = self.radius
-            weight = k.reshape([1, 1] + shape).expand([self.channels, 1] + shape)
-            if self.spatial_dims == 1:
-                x = F.conv1d(x, weight, padding=pad, groups=self.channels)
-            elif self.spatial_dims == 2:
-                x = F.conv2d(x, weight, padding=pad, groups=self.channels)
-            else:
-                x = F.conv3d(x, weight, padding=pad, groups=self.channels)
-        return x
 
 
 def _unet(
@@ -132,20 +85,16 @@ def _head(
     act: str | tuple,
     norm: str | tuple,
     zero_init: bool,
-    smooth_sigma: float = 0.0,
 ) -> nn.Sequential:
     """A small output head: conv3-norm-act then a linear 1x1 conv to the image channels.
 
     With ``zero_init`` the last conv starts at zero, so the generator starts as the identity (residual output).
-    With ``smooth_sigma > 0`` a fixed :class:`GaussianSmoothing` low-passes the residual.
     """
     hidden = Convolution(spatial_dims, features, features, kernel_size=3, act=act, norm=norm)
     out = Convolution(spatial_dims, features, out_channels, kernel_size=1, conv_only=True)
     if zero_init:
         nn.init.zeros_(out.conv.weight)
         nn.init.zeros_(out.conv.bias)
-    if smooth_sigma > 0:
-        return nn.Sequential(hidden, out, GaussianSmoothing(spatial_dims, out_channels, smooth_sigma))
     return nn.Sequential(hidden, out)
 
 
@@ -198,10 +147,6 @@ class SimAdvGenerator(nn.Module):
         out_activation: ``'sigmoid'``, ``'clamp'`` or ``'ste'`` (see above).
         zero_init: start every head's last conv at zero so that both outputs start as ``x``.
         same_init: in 'duo' mode, start ``g_s`` with a copy of ``g_a``'s weights (``L_{s,a} = 0`` at step 0).
-        smooth_sigma: if ``> 0``, every residual ``delta`` is low-passed by a fixed Gaussian of this standard deviation
-            (pixels) before the output map, so the generators can only make changes smoother than ``smooth_sigma``: a
-            hard form of the paper's TV prior that removes the pixel-level texture shortcut (adversarial noise) a
-            frozen classifier is often sensitive to. ``0``: off (the paper's network).
     """
 
     def __init__(
@@ -221,7 +166,6 @@ class SimAdvGenerator(nn.Module):
         out_activation: str = "sigmoid",
         zero_init: bool = True,
         same_init: bool = False,
-        smooth_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in GENERATOR_MODES:
@@ -243,7 +187,7 @@ class SimAdvGenerator(nn.Module):
             return _unet(spatial_dims, in_channels, feat, channels, strides, num_res_units, act, norm, dropout, upsample)
 
         def head() -> nn.Sequential:
-            return _head(spatial_dims, feat, in_channels, act, norm, zero_init, smooth_sigma)
+            return _head(spatial_dims, feat, in_channels, act, norm, zero_init)
 
         # Every mode defines all five submodule names (None where absent): TorchScript then prunes the branches
         # of the other modes, so the network scripts (``monai.bundle ckpt_export``) in every mode.

@@ -15,7 +15,6 @@ from scripts.losses import parameter_distance  # noqa: E402
 from scripts.networks import (  # noqa: E402
     GENERATOR_MODES,
     OUT_ACTIVATIONS,
-    GaussianSmoothing,
     MaskGeneratorNet,
     SimAdvGenerator,
     difference_map,
@@ -133,42 +132,3 @@ def test_mask_generator_3d():
     mask = net(torch.rand(2, 1, 8, 8, 8), torch.tensor([1, 0]))
     assert mask.shape == (2, 1, 8, 8, 8)
 
-
-def test_gaussian_smoothing_golden_values():
-    # an impulse gives the normalised kernel; a constant far from the border stays constant
-    sm = GaussianSmoothing(2, 1, sigma=1.0)
-    impulse = torch.zeros(1, 1, 9, 9)
-    impulse[0, 0, 4, 4] = 1.0
-    out = sm(impulse)
-    k = torch.exp(-0.5 * torch.arange(-3.0, 4.0) ** 2)
-    k = k / k.sum()
-    assert torch.allclose(out[0, 0, 1:8, 1:8], k[:, None] * k[None, :], atol=1e-6)
-    assert torch.allclose(out.sum(), torch.tensor(1.0), atol=1e-6)
-    const = GaussianSmoothing(3, 2, sigma=0.7)(torch.full((1, 2, 12, 12, 12), 0.3))
-    assert const.shape == (1, 2, 12, 12, 12)
-    assert torch.allclose(const[..., 3:-3, 3:-3, 3:-3], torch.tensor(0.3), atol=1e-6)
-    with pytest.raises(BundleInputError, match="sigma"):
-        GaussianSmoothing(2, 1, sigma=0.0)
-
-
-@pytest.mark.parametrize("mode", GENERATOR_MODES)
-def test_smoothed_generator_shape_range_and_low_pass(mode):
-    torch.manual_seed(0)
-    plain = SimAdvGenerator(mode, **TINY)
-    smooth = SimAdvGenerator(mode, smooth_sigma=2.0, **TINY)
-    smooth.load_state_dict(plain.state_dict())  # the filter has no parameters: same weights load
-    _scramble_heads(plain, scale=0.3)
-    smooth.load_state_dict(plain.state_dict())
-    x = torch.rand(2, 1, 32, 32) * 0.8 + 0.1
-    with torch.no_grad():
-        (xs_p, xa_p), (xs_s, xa_s) = plain(x), smooth(x)
-    assert xa_s.shape == x.shape and 0 <= xa_s.min() and xa_s.max() <= 1
-
-    def roughness(x_out: torch.Tensor) -> float:  # mean |neighbour difference| of the residual (logit space)
-        delta = torch.logit(x_out, eps=1e-3) - torch.logit(x, eps=1e-3)
-        return float(torch.diff(delta, dim=-1).abs().mean() + torch.diff(delta, dim=-2).abs().mean())
-
-    assert roughness(xa_s) < 0.5 * roughness(xa_p)
-    scripted = torch.jit.script(smooth)  # ckpt_export needs TorchScript
-    with torch.no_grad():
-        assert torch.allclose(scripted(x)[1], xa_s, atol=1e-6)
