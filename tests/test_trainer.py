@@ -101,6 +101,24 @@ def test_simadv_trainer_without_labels_and_amp_on_cpu():
     assert torch.isfinite(trainer.state.output["loss"])
 
 
+def test_simadv_trainer_bfloat16_autocast_on_cpu():
+    """An explicit bfloat16 dtype turns CPU autocast on (the default explainer config on a CPU); no GradScaler."""
+    clf = tiny_classifier()
+    before = copy.deepcopy(clf.state_dict())
+    gen = SimAdvGenerator("single", **TINY)
+    trainer = SimAdvTrainer(
+        "cpu", 1, batches(2), gen, clf, torch.optim.Adam(gen.parameters(), lr=1e-3), SimAdvLoss(w_weight=1e-3),
+        amp=True, amp_kwargs={"dtype": "bfloat16"},
+    )
+    trainer.run()
+    out = trainer.state.output
+    assert trainer.scaler is None
+    assert out["logits_a"].dtype == torch.bfloat16  # the classifier ran under autocast
+    assert torch.isfinite(out["loss"]) and out["loss"].dtype == torch.float32  # the loss terms are float32
+    assert all(p.dtype == torch.float32 for p in gen.parameters())
+    assert_frozen_and_unchanged(clf, before)
+
+
 def test_mask_generator_trainer_runs():
     clf = tiny_classifier()
     before = copy.deepcopy(clf.state_dict())
