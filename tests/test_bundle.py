@@ -104,6 +104,32 @@ def test_explainer_duo_variant_and_resume(tiny_data, tiny_bundle, tmp_path):
     assert any(k.startswith("g_s.") for k in generator) and any(k.startswith("g_a.") for k in generator)
 
 
+@pytest.mark.parametrize(
+    ("device", "bf16_on_cpu", "amp", "expected"),
+    [
+        ("cpu", True, False, (True, {"dtype": "bfloat16"})),  # the default on a CPU: bf16 autocast
+        ("cpu", False, False, (False, None)),  # --bf16_on_cpu false: float32 (no autocast, kwargs unused)
+        ("cuda", True, True, (True, {})),  # CUDA: the bundle's amp (float16), as before
+        ("cuda", True, False, (False, None)),
+    ],
+)
+def test_explainer_trainer_precision_follows_the_config(device, bf16_on_cpu, amp, expected):
+    """configs/train.json gives the explainer trainer bf16 autocast on a CPU unless told otherwise, and leaves CUDA
+    to the bundle's ``amp``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs/train.json"))
+    parser.update({"bundle_root": str(ROOT), "device": f"$torch.device('{device}')", "amp": amp,
+                   "bf16_on_cpu": bf16_on_cpu})
+    got = (parser.get_parsed_content("trainer_amp"), parser.get_parsed_content("trainer_amp_kwargs"))
+    assert bool(got[0]) == expected[0]
+    if expected[1] is not None:
+        assert got[1] == expected[1]
+    assert parser.config["train"]["trainer"]["amp"] == "@trainer_amp"
+    assert parser.config["train"]["trainer"]["amp_kwargs"] == "@trainer_amp_kwargs"
+
+
 def test_users_own_torchscript_classifier_plugs_in(tiny_data, tmp_path):
     """A 3-class TorchScript classifier with its own input size (MONAI metadata) trains the explainer."""
     from monai.bundle import ConfigParser
