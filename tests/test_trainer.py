@@ -119,6 +119,15 @@ def test_simadv_trainer_bfloat16_autocast_on_cpu():
     assert_frozen_and_unchanged(clf, before)
 
 
+def test_unknown_amp_dtype_is_a_clear_error():
+    from scripts.errors import BundleInputError
+
+    gen = SimAdvGenerator("single", **TINY)
+    with pytest.raises(BundleInputError, match=r"amp_kwargs#dtype .*'bfloat61'"):
+        SimAdvTrainer("cpu", 1, batches(1), gen, tiny_classifier(), torch.optim.Adam(gen.parameters()), SimAdvLoss(),
+                      amp=True, amp_kwargs={"dtype": "bfloat61"})
+
+
 def test_mask_generator_trainer_runs():
     clf = tiny_classifier()
     before = copy.deepcopy(clf.state_dict())
