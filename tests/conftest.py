@@ -22,8 +22,10 @@ TINY_SIZE = 64
 
 
 def bundle_env() -> dict[str, str]:
-    """Environment for subprocesses: the bundle root importable, no user site, quiet warnings."""
-    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+    """Environment for subprocesses: the bundle root importable (ahead of any PYTHONPATH already set, e.g. the
+    wheels scripts/perf_gpu.sh installs into /tmp/site), quiet warnings."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
 
 
 def run_bundle(run_id: str, config: str, *overrides: str, check: bool = True, timeout: int = 600):
