@@ -240,7 +240,12 @@ class MaskGeneratorNet(nn.Module):
 
     A MONAI ``UNet`` predicts one mask logit map per class; the class selector of the paper is implemented by
     picking channel ``class_idx[i]`` for sample ``i`` (instead of embedding the class at the bottleneck), then a
-    sigmoid gives the mask in ``[0, 1]``.
+    sigmoid gives the mask in ``[0, 1]``. As in the paper, the mask is coarse: with ``mask_scale = s`` the selected
+    logits are area-averaged to ``1/s`` of the input size before the sigmoid and the mask is upsampled (bi/trilinear)
+    back to it (the paper's masker outputs 56x56 for a 224x224 input, ``s = 4``). A full-resolution mask
+    (``s = 1``) can learn a pixel-period pattern that fools the classifier through the blur composite instead of
+    covering the evidence (measured on the default data: validation IoU@90 fell from 0.111 at epoch 2 to 0.020 at
+    epoch 6, its top-2 % pixels on stripes outside the lungs).
 
     Args:
         spatial_dims: 2 or 3.
@@ -252,6 +257,7 @@ class MaskGeneratorNet(nn.Module):
         act: activation (MONAI name).
         norm: normalisation (MONAI name).
         dropout: U-Net dropout.
+        mask_scale: the mask's down-sampling factor ``s`` (1: full resolution; see above).
     """
 
     def __init__(
@@ -265,11 +271,15 @@ class MaskGeneratorNet(nn.Module):
         act: str | tuple = "PRELU",
         norm: str | tuple = "INSTANCE",
         dropout: float = 0.0,
+        mask_scale: int = 4,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise BundleInputError(f"mask generator 'num_classes' must be >= 1, got {num_classes}")
+        if int(mask_scale) != mask_scale or mask_scale < 1:
+            raise BundleInputError(f"mask generator 'mask_scale' must be an integer >= 1, got {mask_scale}")
         self.num_classes = num_classes
+        self.mask_scale = int(mask_scale)
         self.unet = _unet(spatial_dims, in_channels, num_classes, channels, strides, num_res_units, act, norm, dropout)
 
     def forward(self, x: torch.Tensor, class_idx: torch.Tensor | int) -> torch.Tensor:
@@ -277,8 +287,14 @@ class MaskGeneratorNet(nn.Module):
         logits = self.unet(x)
         b = logits.shape[0]
         idx = torch.as_tensor(class_idx, device=logits.device).long().reshape(-1).expand(b)
-        selected = logits[torch.arange(b, device=logits.device), idx]
-        return torch.sigmoid(selected.unsqueeze(1))
+        selected = logits[torch.arange(b, device=logits.device), idx].unsqueeze(1)
+        if self.mask_scale == 1:
+            return torch.sigmoid(selected)
+        spatial = selected.shape[2:]
+        coarse = [max(1, -(-int(n) // self.mask_scale)) for n in spatial]  # ceil(n / s)
+        mask = torch.sigmoid(nn.functional.interpolate(selected, size=coarse, mode="area"))
+        linear = ("linear", "bilinear", "trilinear")[len(spatial) - 1]
+        return nn.functional.interpolate(mask, size=list(spatial), mode=linear, align_corners=False)
 
 
 class SimAdvExplanationNet(SimAdvGenerator):

@@ -259,6 +259,16 @@ def paper_tables() -> str:
     )
 
 
+def _timing_note(timing: Mapping[str, Any] | None) -> str:
+    """``", the median over ..."`` for the report's timing sentence (empty for results without the record)."""
+    if not timing or not timing.get("images"):
+        return ""
+    note = f", the median over {timing['images']} test images"
+    if float(timing.get("min_seconds") or 0) > 0:
+        note += f", cycled until {float(timing['min_seconds']):g} s of calls were measured (at least one call each)"
+    return note
+
+
 def _markdown(results: Mapping[str, Any]) -> str:
     device = results.get("device", "?")
     device_name = results.get("device_name")
@@ -290,7 +300,9 @@ def _markdown(results: Mapping[str, Any]) -> str:
         "*Random (reference)* row (a random map) is not localizing. Seconds per image are warm timings "
         f"(after a warm-up), one image at a time, on the named device (`{device}`"
         + (f", {device_name}" if device_name else "")
-        + "); the paper's times come from other hardware, so compare the ordering of methods, not the values.",
+        + ")"
+        + _timing_note(results.get("timing"))
+        + "; the paper's times come from other hardware, so compare the ordering of methods, not the values.",
         "",
     ]
     return "\n".join(lines)

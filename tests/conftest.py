@@ -43,7 +43,7 @@ def tiny_overrides(data: Path, out: Path) -> list[str]:
     return [
         "--dataset_dir", str(data), "--output_dir", str(out), "--ckpt_dir", str(out / "models"),
         "--image_size", f"[{TINY_SIZE},{TINY_SIZE}]", "--num_workers", "0", "--max_epochs", "1",
-        "--batch_size", "8", "--bbmp_iterations", "3", "--tta_augmentations", "2",
+        "--batch_size", "8", "--bbmp_iterations", "3", "--tta_augmentations", "2", "--timing_seconds", "0",
     ]
 
 

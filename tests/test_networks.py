@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -115,7 +116,7 @@ def test_generator_rejects_bad_config():
 
 def test_mask_generator_selects_class_channel():
     torch.manual_seed(0)
-    net = MaskGeneratorNet(num_classes=3, **TINY)
+    net = MaskGeneratorNet(num_classes=3, mask_scale=1, **TINY)
     x = torch.rand(4, 1, 32, 32)
     cls = torch.tensor([0, 2, 1, 2])
     mask = net(x, cls)
@@ -125,6 +126,33 @@ def test_mask_generator_selects_class_channel():
     for i, c in enumerate(cls.tolist()):
         assert torch.allclose(mask[i, 0], torch.sigmoid(logits[i, c]))
     assert net(x, 1).shape == (4, 1, 32, 32)  # one class for the whole batch
+
+
+def test_mask_generator_coarse_mask_cannot_carry_pixel_stripes():
+    """mask_scale=4 (the paper's 56x56 mask for 224x224): logits area-averaged to 1/4 size, sigmoid, bilinear upsampling;
+    a one-pixel stripe pattern in the logits averages out instead of reaching the mask."""
+    torch.manual_seed(0)
+    net = MaskGeneratorNet(num_classes=2, mask_scale=4, **TINY)
+    x = torch.rand(3, 1, 32, 28)
+    cls = torch.tensor([1, 0, 1])
+    mask = net(x, cls)
+    assert mask.shape == (3, 1, 32, 28)
+    assert 0.0 <= mask.min() and mask.max() <= 1.0
+    logits = net.unet(x)[torch.arange(3), cls].unsqueeze(1)
+    coarse = torch.sigmoid(F.interpolate(logits, size=[8, 7], mode="area"))
+    assert torch.allclose(mask, F.interpolate(coarse, size=[32, 28], mode="bilinear", align_corners=False), atol=1e-6)
+
+    stripes = torch.zeros(1, 2, 32, 32)
+    stripes[:, :, ::2] = 8.0  # +8 / 0 logits on alternate rows: a full-resolution mask would be 1 / 0.5 stripes
+    net.unet.forward = lambda _x: stripes  # type: ignore[method-assign]
+    striped = net(torch.rand(1, 1, 32, 32), 1)
+    assert float(striped.std()) < 1e-5
+    assert torch.allclose(striped, torch.full_like(striped, torch.sigmoid(torch.tensor(4.0)).item()), atol=1e-5)
+
+
+def test_mask_generator_rejects_bad_mask_scale():
+    with pytest.raises(BundleInputError, match="mask_scale"):
+        MaskGeneratorNet(mask_scale=0, **TINY)
 
 
 def test_mask_generator_3d():

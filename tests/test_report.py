@@ -194,3 +194,61 @@ def test_paper_constant_matches_method_md():
     assert m["Gradient"]["plain"]["iou"]["80"] == pytest.approx(0.203)
     assert m["Mask Generator"]["tta"]["iou"]["98"] == pytest.approx(0.137)
     assert m["Ours"]["plain"]["auc_partial"] == pytest.approx(0.256)
+
+
+def test_time_per_image_cycles_until_the_minimum_time_and_reports_the_median():
+    """Every timing image once, then again in turn until ``timing_min_seconds`` of calls are measured; the median
+    of those calls (the warm-up call is not timed). The report names the count and the minimum."""
+    import time
+
+    from scripts.benchmark import LocalizationBenchmark
+    from scripts.report import _timing_note
+
+    calls: list[float] = []
+
+    def explainer(x: torch.Tensor) -> torch.Tensor:
+        calls.append(float(x.flatten()[0]))
+        time.sleep(0.002)
+        return x
+
+    images = [torch.full((1, 1, 4, 4), float(i)) for i in range(3)]
+    bench = LocalizationBenchmark(torch.nn.Identity(), {}, [], "cpu", "unused", timing_min_seconds=0.0)
+    assert 0.002 <= bench.time_per_image(explainer, images) < 0.5
+    assert calls == [0.0, 0.0, 1.0, 2.0]  # warm-up, then each image once
+
+    calls.clear()
+    bench.timing_min_seconds = 0.05
+    bench.time_per_image(explainer, images)
+    assert 3 < len(calls) - 1 <= 0.05 / 0.002 + 3  # past one round, and stopped once 0.05 s were measured
+    assert calls[1:7] == [0.0, 1.0, 2.0, 0.0, 1.0, 2.0]  # cycled in turn
+
+    assert _timing_note(None) == ""
+    assert _timing_note({"images": 10, "min_seconds": 0.0}) == ", the median over 10 test images"
+    assert "until 2 s of calls" in _timing_note({"images": 10, "min_seconds": 2.0})
+
+
+def test_methods_are_timed_in_turns():
+    """time_methods: after a warm-up call each, the methods take turns call by call on the same image; each stays in
+    the rounds until its own calls add up to the minimum time, so the fast one makes more calls."""
+    import time
+
+    from scripts.benchmark import LocalizationBenchmark
+
+    log: list[tuple[str, float]] = []
+
+    def method(name: str, pause: float):
+        def explain(x: torch.Tensor) -> torch.Tensor:
+            log.append((name, float(x.flatten()[0])))
+            time.sleep(pause)
+            return x
+        return explain
+
+    images = [torch.full((1, 1, 4, 4), float(i)) for i in range(2)]
+    bench = LocalizationBenchmark(torch.nn.Identity(), {}, [], "cpu", "unused", timing_min_seconds=0.03)
+    seconds = bench.time_methods({("fast", "plain"): method("fast", 0.001), ("slow", "tta"): method("slow", 0.012)}, images)
+    assert set(seconds) == {("fast", "plain"), ("slow", "tta")}
+    assert seconds[("fast", "plain")] < seconds[("slow", "tta")]
+    assert log[:6] == [("fast", 0.0), ("slow", 0.0), ("fast", 0.0), ("slow", 0.0), ("fast", 1.0), ("slow", 1.0)]
+    slow_calls = sum(1 for n, _ in log if n == "slow") - 1
+    fast_calls = sum(1 for n, _ in log if n == "fast") - 1
+    assert slow_calls >= 2 and fast_calls >= slow_calls  # both past one round; the fast one needs more calls
