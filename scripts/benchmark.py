@@ -268,10 +268,6 @@ class LocalizationBenchmark:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def time_per_image(self, explainer: Explainer, images: list[torch.Tensor]) -> float:
-        """Median seconds to explain one image (batch of 1), warm, on ``self.device`` (:meth:`time_methods` alone)."""
-        return self.time_methods({"method": explainer}, images)["method"]
-
     def time_methods(self, methods: Mapping[Hashable, Explainer], images: list[torch.Tensor]) -> dict[Hashable, float]:
         """Median seconds per image of each method, one image at a time, warm, timed *in turns*.
 

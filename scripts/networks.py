@@ -275,8 +275,9 @@ class MaskGeneratorNet(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise BundleInputError(f"mask generator 'num_classes' must be >= 1, got {num_classes}")
-        if int(mask_scale) != mask_scale or mask_scale < 1:
-            raise BundleInputError(f"mask generator 'mask_scale' must be an integer >= 1, got {mask_scale}")
+        if isinstance(mask_scale, bool) or not isinstance(mask_scale, (int, float)) or int(mask_scale) != mask_scale \
+                or mask_scale < 1:
+            raise BundleInputError(f"mask generator 'mask_scale' must be an integer >= 1, got {mask_scale!r}")
         self.num_classes = num_classes
         self.mask_scale = int(mask_scale)
         self.unet = _unet(spatial_dims, in_channels, num_classes, channels, strides, num_res_units, act, norm, dropout)

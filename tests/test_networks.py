@@ -151,8 +151,9 @@ def test_mask_generator_coarse_mask_cannot_carry_pixel_stripes():
 
 
 def test_mask_generator_rejects_bad_mask_scale():
-    with pytest.raises(BundleInputError, match="mask_scale"):
-        MaskGeneratorNet(mask_scale=0, **TINY)
+    for bad in (0, 2.5, "4"):
+        with pytest.raises(BundleInputError, match="mask_scale"):
+            MaskGeneratorNet(mask_scale=bad, **TINY)
 
 
 def test_mask_generator_3d():

@@ -196,7 +196,7 @@ def test_paper_constant_matches_method_md():
     assert m["Ours"]["plain"]["auc_partial"] == pytest.approx(0.256)
 
 
-def test_time_per_image_cycles_until_the_minimum_time_and_reports_the_median():
+def test_timing_cycles_until_the_minimum_time_and_reports_the_median():
     """Every timing image once, then again in turn until ``timing_min_seconds`` of calls are measured; the median
     of those calls (the warm-up call is not timed). The report names the count and the minimum."""
     import time
@@ -213,12 +213,12 @@ def test_time_per_image_cycles_until_the_minimum_time_and_reports_the_median():
 
     images = [torch.full((1, 1, 4, 4), float(i)) for i in range(3)]
     bench = LocalizationBenchmark(torch.nn.Identity(), {}, [], "cpu", "unused", timing_min_seconds=0.0)
-    assert 0.002 <= bench.time_per_image(explainer, images) < 0.5
+    assert 0.002 <= bench.time_methods({"m": explainer}, images)["m"] < 0.5
     assert calls == [0.0, 0.0, 1.0, 2.0]  # warm-up, then each image once
 
     calls.clear()
     bench.timing_min_seconds = 0.05
-    bench.time_per_image(explainer, images)
+    bench.time_methods({"m": explainer}, images)
     assert 3 < len(calls) - 1 <= 0.05 / 0.002 + 3  # past one round, and stopped once 0.05 s were measured
     assert calls[1:7] == [0.0, 1.0, 2.0, 0.0, 1.0, 2.0]  # cycled in turn
 
