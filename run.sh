@@ -45,6 +45,13 @@ case "$cmd" in
     demo) exec "$venv/bin/python" -m scripts.pipeline "$@" ;;
     test)
         setup_review
+        # the test extra (Quantus, the reference of tests/test_faithfulness.py), --no-deps, only when it changes
+        tstamp="$venv/.requirements-test.sha256"
+        twant="$(sha256sum requirements-test.txt | cut -d' ' -f1)"
+        if [ "$(cat "$tstamp" 2>/dev/null)" != "$twant" ]; then
+            "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-test.txt
+            echo "$twant" > "$tstamp"
+        fi
         exec "$venv/bin/python" -m pytest tests -q "$@" ;;
     review-app)
         setup_review

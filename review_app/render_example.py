@@ -69,6 +69,7 @@ def serve_and_explain(image: Path, models: Path, timeout_s: float = 300) -> tupl
     shutil.copy(image, studies / image.name)
     port = _free_port()
     env = dict(os.environ, SIMADV_REVIEW_RUNTIME=str(work / "runtime"), PYTHONWARNINGS="ignore")
+    env.pop("SIMADV_REVIEW_TOKEN", None)  # loopback: no token needed, and the client here sends none
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(studies),
            "--host", "127.0.0.1", "--port", str(port), "--conf", "models", str(models)]
     log = open(work / "server.log", "w")

@@ -1,26 +1,30 @@
 """simadv_explainer: explain a classifier by similar and adversarial generation (Charachon et al., ICPR 2020).
 
 Configs reference this package as ``scripts.<module>.<Name>`` after ``"$import scripts"``; the submodules are
-imported here so that those references resolve.
+imported here so that those references resolve. Importing the package changes no global state: the entry points
+install the one-line error hook themselves (:mod:`scripts.excepthook`).
 """
 
-from .errors import BundleInputError, install_excepthook
-
-install_excepthook()
-
-from . import (  # noqa: E402
+from . import (
     benchmark,
+    ceiling,
     checkpoint,
     classifier,
     data,
+    errors,
     evaluator,
     explainers,
+    figures,
     handlers,
     inference,
     losses,
     metrics,
     networks,
-    pipeline,
+    records,
     report,
+    timing,
+    tracking,
     trainer,
 )
+
+from .errors import BundleInputError

@@ -6,75 +6,54 @@ the test images whose ground truth is the pathology class, with the localization
 method that does not localize scores) and the mask itself with random tie-breaking (the ceiling that lesion size
 puts on IoU at low percentiles). Seconds per image are measured separately, warm, one image at a time, on the same
 device for every method. :func:`scripts.report.write_report` writes the tables, plots and picture grid.
+
+The pieces live in their own modules: the random map in :mod:`scripts.explainers.random_map`, the ceiling engine
+in :mod:`scripts.ceiling`, the metrics (all MONAI ``Cumulative`` metrics) in :mod:`scripts.metrics`, the timing in
+:mod:`scripts.timing`, the MLflow flattening of the results in :mod:`scripts.tracking`. This module runs them.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-import re
-import statistics
 import sys
 import time
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import IgniteMetricHandler, from_engine
 from torch import nn
 
+from .ceiling import CEILING_ROW, MaskCeilingEngine
 from .errors import BundleInputError
 from .evaluator import ExplanationEvaluator
-from .explainers import Explainer, TTAExplainer
+from .explainers import Explainer, RandomExplainer, TTAExplainer
+from .handlers import ProgressLog
 from .metrics import (
     DEFAULT_PERCENTILES,
     LocalizationAUC,
     PercentileIoU,
     PercentileIoUMetric,
     PooledAveragePrecision,
-    compute_precision_recall_curves,
+    PrecisionRecallCurveMetric,
 )
-from .pipeline import cpu_name
+from .records import cpu_name
+from .timing import time_in_turns
+from .tracking import benchmark_metrics
 
-__all__ = ["BenchmarkEngine", "LocalizationBenchmark", "RandomExplainer", "benchmark_metrics", "pathology_entries"]
+__all__ = ["BenchmarkEngine", "LocalizationBenchmark", "pathology_entries"]
 
 RANDOM_ROW = "Random (reference)"
-CEILING_ROW = "Mask (ceiling)"
-
-
-def _rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of the default process group, ``(0, 1)`` without one (the single-process run).
-
-    Under ``configs/multi_gpu_evaluate.json`` (torchrun) every rank benchmarks its shard of the test set; the
-    metric handlers' MONAI ``Cumulative`` buffers all-gather on their own, the rest is gathered here.
-    """
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _all_gather_object(obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order (``torch.distributed.all_gather_object``)."""
-    out: list[Any] = [None] * torch.distributed.get_world_size()
+    out: list[Any] = [None] * idist.get_world_size()
     torch.distributed.all_gather_object(out, obj)
     return out
-
-
-class RandomExplainer(Explainer):
-    """A uniform random map (seeded): the reference row a method that does not localize scores."""
-
-    uses_class_idx = False
-
-    def __init__(self, classifier: nn.Module, seed: int = 0) -> None:
-        super().__init__(classifier)
-        self.seed = seed
-
-    def compute_map(self, x: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
-        b, _, *spatial = x.shape
-        gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        return torch.rand((b, 1, *spatial), generator=gen).to(x.device)
 
 
 def pathology_entries(entries: Sequence[dict], pathology_class: int, source: str = "datalist") -> list[dict]:
@@ -87,53 +66,13 @@ def pathology_entries(entries: Sequence[dict], pathology_class: int, source: str
     return kept
 
 
-class _CurveCollector:
-    """Mean per-image precision/recall curves (thresholds = percentiles 100 → 0) over images with a lesion."""
-
-    def __init__(self) -> None:
-        self.sum_p = self.sum_r = None
-        self.count = 0
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
-
-    def reset(self, _: Engine | None = None) -> None:
-        self.sum_p = self.sum_r = None
-        self.count = 0
-
-    def update(self, engine: Engine) -> None:
-        out = engine.state.output
-        p, r = compute_precision_recall_curves(out["explanation"], out["mask"])
-        valid = ~torch.isnan(p).any(dim=1)
-        if valid.any():
-            sp, sr = p[valid].sum(0), r[valid].sum(0)
-            self.sum_p = sp if self.sum_p is None else self.sum_p + sp
-            self.sum_r = sr if self.sum_r is None else self.sum_r + sr
-            self.count += int(valid.sum())
-
-    def curves(self) -> dict[str, list[float]]:
-        if _rank_and_world()[1] > 1:
-            self._gather()
-        if not self.count:
-            return {"precision": [], "recall": []}
-        return {"precision": (self.sum_p / self.count).tolist(), "recall": (self.sum_r / self.count).tolist()}
-
-    def _gather(self) -> None:
-        """Sum every rank's curve sums and counts (sharded run): the mean curves are over the whole test set."""
-        local = (
-            None if self.sum_p is None else self.sum_p.detach().cpu(),
-            None if self.sum_r is None else self.sum_r.detach().cpu(),
-            self.count,
-        )
-        sum_p = sum_r = None
-        count = 0
-        for sp, sr, n in _all_gather_object(local):
-            if sp is not None:
-                sum_p = sp if sum_p is None else sum_p + sp
-                sum_r = sr if sum_r is None else sum_r + sr
-            count += int(n)
-        self.sum_p, self.sum_r, self.count = sum_p, sum_r, count
+def _pr_curve(value: Any) -> dict[str, list[float]]:
+    """The report's ``pr_curve`` record from :class:`PrecisionRecallCurveMetric`'s ``(2, 101)`` mean curves
+    (empty lists when no image had a lesion)."""
+    curves = torch.as_tensor(value).reshape(2, -1)
+    if bool(torch.isnan(curves).all()):
+        return {"precision": [], "recall": []}
+    return {"precision": curves[0].tolist(), "recall": curves[1].tolist()}
 
 
 class _GridCollector:
@@ -170,14 +109,14 @@ class LocalizationBenchmark:
         timing_min_seconds: keep timing each method, cycling over those images, until this many seconds of its calls
             are measured (at least one call per image), so that a method of a few milliseconds gets a median over
             hundreds of calls instead of ten that one scheduler hiccup can move. Methods are timed in turns, after
-            every method is scored (:meth:`time_methods`).
+            every method is scored (:func:`scripts.timing.time_in_turns`).
         grid_images: rows of the picture grid.
         explain_label: explain the ground-truth class instead of the classifier's decision (default: decision).
         command: the command line, recorded in the report.
         ap_subsample: pixels per image kept for pooled AP (``None``: all).
 
     Sharded (``torchrun`` + ``configs/multi_gpu_evaluate.json``, a process group initialised): ``dataloader`` holds
-    this rank's shard; the metric handlers' ``Cumulative`` buffers and the precision/recall curve sums are gathered
+    this rank's shard; the metric handlers' ``Cumulative`` buffers (the precision/recall curves' too) are gathered
     over every rank, so every rank gets the whole test set's scores; seconds per image and the picture grid are
     each rank's own, and rank 0 alone writes the report (its timings and images). Without a process group nothing
     changes.
@@ -229,6 +168,9 @@ class LocalizationBenchmark:
         metrics["auc_total"] = LocalizationAUC(kind="total", save_details=False)
         metrics["auc_partial"] = LocalizationAUC(kind="partial", save_details=False)
         metrics["ap"] = PooledAveragePrecision(subsample=self.ap_subsample)
+        metrics["pr_curve"] = IgniteMetricHandler(
+            metric_fn=PrecisionRecallCurveMetric(), output_transform=from_engine(["explanation", "mask"])
+        )
         return metrics
 
     def evaluate(self, explainer: Explainer, grid: _GridCollector | None = None) -> dict[str, Any]:
@@ -242,12 +184,11 @@ class LocalizationBenchmark:
             amp=self.amp,
         )
         evaluator.logger.setLevel(logging.WARNING)
+        ProgressLog(f"scoring {type(explainer).__name__}", logger=self.logger).attach(evaluator)
         return self._score(evaluator, lambda: evaluator.run(), grid)
 
     def _score(self, engine: Engine, run: Any, grid: _GridCollector | None = None) -> dict[str, Any]:
-        """Attach the metric handlers and collectors to ``engine``, ``run()`` it, and read the scores."""
-        curves = _CurveCollector()
-        curves.attach(engine)
+        """Attach the metric handlers (and the grid collector) to ``engine``, ``run()`` it, and read the scores."""
         if grid is not None:
             grid.attach(engine)
         for name, handler in self._metric_handlers().items():
@@ -261,37 +202,8 @@ class LocalizationBenchmark:
             "auc_total": as_float(m["auc_total"]),
             "auc_partial": as_float(m["auc_partial"]),
             "ap": as_float(m["ap"]),
-            "pr_curve": curves.curves(),
+            "pr_curve": _pr_curve(m["pr_curve"]),
         }
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def time_methods(self, methods: Mapping[Hashable, Explainer], images: list[torch.Tensor]) -> dict[Hashable, float]:
-        """Median seconds per image of each method, one image at a time, warm, timed *in turns*.
-
-        After one untimed warm-up call each, every round gives each method one call on the same image (the images in
-        turn); a method leaves the rounds once it has explained every image once and ``timing_min_seconds`` of its
-        calls are measured. Taking turns call by call puts a slow spell of a shared machine on every method alike,
-        where timing one method after the other would pin it on whichever ran then.
-        """
-        for explainer in methods.values():
-            explainer(images[0])  # warm-up
-        self._sync()
-        times: dict[Hashable, list[float]] = {name: [] for name in methods}
-        active = list(methods)
-        i = 0
-        while active:
-            x = images[i % len(images)]
-            for name in active:
-                start = time.perf_counter()
-                methods[name](x)
-                self._sync()
-                times[name].append(time.perf_counter() - start)
-            i += 1
-            active = [n for n in active if i < len(images) or sum(times[n]) < self.timing_min_seconds]
-        return {name: statistics.median(t) for name, t in times.items()}
 
     # -- everything ---------------------------------------------------------------------------------------------
     def _timing_images(self) -> list[torch.Tensor]:
@@ -313,26 +225,15 @@ class LocalizationBenchmark:
         return sum(len(batch["image"]) for batch in self.dataloader)
 
     def _ceiling(self) -> dict[str, Any]:
-        """Scores of the mask itself as the map, ties among pixels broken by tiny seeded noise.
-
-        With ties kept, a binary map would keep every pixel at low percentiles; breaking them at random gives
-        the best IoU any map can reach at each percentile (all lesion pixels first): the cap of lesion size.
-        """
-        device = self.device
-
-        def step(engine: Engine, batch: dict) -> dict:
-            mask = torch.as_tensor(batch["mask"]).to(device).float()
-            noise = torch.rand(mask.shape, generator=torch.Generator().manual_seed(engine.state.iteration))
-            return {"explanation": mask + 1e-3 * noise.to(device), "mask": mask}
-
-        engine = Engine(step)
+        """Scores of the mask itself as the map (:class:`scripts.ceiling.MaskCeilingEngine`)."""
+        engine = MaskCeilingEngine(self.device)
         return self._score(engine, lambda: engine.run(self.dataloader))
 
     def run(self) -> dict[str, Any]:
         """Evaluate and time every method, write the report; return the results dict."""
         from .report import write_report
 
-        rank, world = _rank_and_world()
+        rank, world = idist.get_rank(), idist.get_world_size()
         timing = self._timing_images()
         if world > 1:  # sharded (torchrun + configs/multi_gpu_evaluate.json): every rank must have images
             counts = _all_gather_object(self._local_num_images())
@@ -382,7 +283,7 @@ class LocalizationBenchmark:
             row.setdefault("tta", None)
             results["methods"][name] = row
         start = time.perf_counter()
-        seconds = self.time_methods(timed, timing)
+        seconds = time_in_turns(timed, timing, self.device, self.timing_min_seconds)
         for (name, kind), value in seconds.items():
             results["methods"][name][kind]["seconds_per_image"] = value
         self.logger.info(
@@ -410,37 +311,12 @@ class LocalizationBenchmark:
         return results
 
 
-def _metric_key(name: str) -> str:
-    """A method's display name as an MLflow metric-name part ("Random (reference)" -> "Random_reference")."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
-
-
-def benchmark_metrics(results: Mapping[str, Any]) -> dict[str, float]:
-    """The scalar scores of :meth:`LocalizationBenchmark.run`'s results, flat, as metric name -> value.
-
-    ``<method>/iou_<p>``, ``<method>/auc_total``, ``<method>/auc_partial``, ``<method>/ap`` and
-    ``<method>/seconds_per_image``; the augmented row of a method is ``<method>_TTA``. Curves are left out.
-    """
-    flat: dict[str, float] = {}
-    for name, row in results.get("methods", {}).items():
-        for kind, scores in row.items():
-            if not scores:
-                continue
-            prefix = _metric_key(name) + ("_TTA" if kind == "tta" else "")
-            for p, value in scores.get("iou", {}).items():
-                flat[f"{prefix}/iou_{p}"] = float(value)
-            for key in ("auc_total", "auc_partial", "ap", "seconds_per_image"):
-                if scores.get(key) is not None:
-                    flat[f"{prefix}/{key}"] = float(scores[key])
-    return flat
-
-
 class BenchmarkEngine(Engine):
     """:class:`LocalizationBenchmark` as a one-iteration Ignite engine: the ``evaluator`` of ``evaluate.json``.
 
     MONAI's ``--tracking`` attaches its handlers to a config's ``evaluator`` (and its ``handlers`` list); running
     the benchmark inside an engine lets them record it like any evaluation. When the iteration completes,
-    ``state.metrics`` holds :func:`benchmark_metrics` and ``state.artifacts`` the report files. ``run()`` returns
+    ``state.metrics`` holds :func:`scripts.tracking.benchmark_metrics` and ``state.artifacts`` the report files. ``run()`` returns
     the results dict.
     """
 

@@ -3,8 +3,9 @@
 MONAI's ``CheckpointSaver`` writes with ``atomic=False`` (see ``monai/handlers/checkpoint_saver.py``) and Ignite's
 ``Checkpoint`` deletes the previous best before writing the next one, so a run killed mid-write can leave no usable
 checkpoint. :class:`AtomicCheckpointSaver` is a small Ignite handler that writes to a temporary file in the same
-folder and ``os.replace``-s it into place, so a checkpoint file is always either the old one or the new one.
-Loading goes through ``torch.load(..., weights_only=True)``.
+folder and ``os.replace``-s it into place, so a checkpoint file is always either the old one or the new one; it never
+saves non-finite weights as the best. :class:`ResumeLoader` restores a stage's resume state and says where the run
+resumes. Loading goes through ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
 
 from .atomic import atomic_write
 from .errors import BundleInputError
 
-__all__ = ["save_atomic", "load_checkpoint", "load_network", "AtomicCheckpointSaver", "freeze"]
+__all__ = ["save_atomic", "load_checkpoint", "load_network", "AtomicCheckpointSaver", "ResumeLoader", "freeze"]
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -107,11 +110,6 @@ class AtomicCheckpointSaver:
         self.last_path = Path(last_path) if last_path else None
         self.logger = logging.getLogger("simadv_explainer.checkpoint")
 
-    @staticmethod
-    def _is_rank0() -> bool:
-        dist = torch.distributed
-        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
@@ -120,10 +118,21 @@ class AtomicCheckpointSaver:
         return {k: getattr(v, "module", v).state_dict() if isinstance(v, torch.nn.Module) else v.state_dict()
                 for k, v in objs.items()}
 
+    @staticmethod
+    def _non_finite(states: Mapping[str, Any]) -> str | None:
+        """The first state-dict entry holding NaN/inf, as ``"network.conv.weight"``, or None."""
+        for k, state in states.items():
+            for name, t in (state.items() if isinstance(state, Mapping) else ()):
+                if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    return f"{k}.{name}"
+        return None
+
     def __call__(self, engine: Engine) -> None:
-        if not self._is_rank0():
+        if idist.get_rank() > 0:
             return
-        if self.best_path is not None:
+        if self.best_path is not None and (bad := self._non_finite(self._states(self.best_dict))) is not None:
+            self.logger.error(f"epoch {engine.state.epoch}: {bad} is not finite; {self.best_path} left as it was")
+        elif self.best_path is not None:
             name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
             value = engine.state.metrics.get(name) if name else None
             epoch = engine.state.epoch  # MONAI evaluators run with the trainer's epoch
@@ -148,3 +157,45 @@ class AtomicCheckpointSaver:
         if Path(path).is_file():
             value = float(torch.load(path, map_location="cpu", weights_only=True).get("best_metric", float("nan")))
             self.best = None if value != value else value
+
+
+class ResumeLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` for a stage's resume state (``*_last.pt``), saying where the run resumes.
+
+    Ignite logs "Engine run resuming from iteration 0, epoch 0" when a MONAI engine starts (a MONAI workflow
+    creates its state up front), before the resume state is loaded at ``STARTED``; that line is dropped from the
+    engine's log, and after loading this handler logs the epoch and iteration the run really continues from. A
+    resume file that cannot be read, or one with more epochs done than ``--max_epochs``, is a
+    :class:`BundleInputError` naming the file. Same arguments as ``CheckpointLoader``.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        engine.logger.addFilter(_drop_fresh_resume_line)
+
+    def __call__(self, engine: Engine) -> None:
+        max_epochs = engine.state.max_epochs
+        try:
+            super().__call__(engine)
+        except ValueError as e:
+            if "larger than" in str(e):
+                raise BundleInputError(
+                    f"resume state {self.load_path} has {engine.state.epoch} epochs done, more than --max_epochs "
+                    f"{max_epochs}; raise --max_epochs or remove the file to train from scratch"
+                ) from e
+            raise BundleInputError(f"cannot resume from {self.load_path}: {e}") from e
+        except (RuntimeError, OSError, KeyError, EOFError, TypeError) as e:  # corrupt, truncated, another network
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise BundleInputError(
+                f"cannot resume from {self.load_path}: {first}; remove the file to train from scratch"
+            ) from e
+        done, total = engine.state.epoch, engine.state.max_epochs
+        then = f"training continues at epoch {done + 1}" if done < total else "nothing left to train"
+        engine.logger.info(
+            f"resuming from {self.load_path}: {done} of {total} epochs done (iteration {engine.state.iteration}); {then}"
+        )
+
+
+def _drop_fresh_resume_line(record: logging.LogRecord) -> bool:
+    """Logging filter: False for Ignite's "resuming from iteration 0, epoch 0" line, logged before any state loads."""
+    return not str(record.getMessage()).startswith("Engine run resuming from iteration 0, epoch 0 ")

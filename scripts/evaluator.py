@@ -9,6 +9,7 @@ flipped decision ``1 − onehot(ŷ)``, which for K = 2 is the other class).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -20,11 +21,76 @@ from torch import nn
 
 from .explainers.base import Explainer
 
-__all__ = ["ExplanationEvaluator"]
+__all__ = ["ExplanationEvaluator", "evaluation_step"]
+
+
+def _softmax(classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(classifier(x).float(), dim=1)
+
+
+def evaluation_step(
+    classifier: nn.Module,
+    explainer: Explainer,
+    x: torch.Tensor,
+    generator: nn.Module | None = None,
+    target: torch.Tensor | None = None,
+    amp: bool = False,
+    marks: dict[str, float] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The evaluation step on one batch ``x``: classify, explain the decision, optionally generate ``x_s``/``x_a``.
+
+    Used by :class:`ExplanationEvaluator` (validation, benchmark, inference) and by the review app's ``explain`` task.
+
+    Args:
+        classifier: the frozen classifier ``f_c``.
+        explainer: any :class:`~scripts.explainers.base.Explainer`.
+        x: the batch ``(B, C, *spatial)``, on the device.
+        generator: optional ``x -> (x_s, x_a)`` module; adds ``similar``, ``adversarial``, ``pred_similar``,
+            ``pred_adversarial`` and ``flipped_onehot``.
+        target: the classes to explain ``(B,)``; default the decision ``ŷ``.
+        amp: autocast on CUDA.
+        marks: when given, receives ``time.perf_counter()`` after each phase (``classifier``, ``explainer``,
+            ``generation``; CUDA synchronised first), for latencies.
+
+    Returns:
+        ``pred`` (softmax of ``f_c(x)``), ``y_hat``, ``y_hat_onehot``, ``explanation`` ``(B, 1, *spatial)`` (float)
+        and, with a generator, the keys above.
+    """
+
+    def mark(name: str) -> None:
+        if marks is not None:
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+            marks[name] = time.perf_counter()
+
+    autocast = dict(device_type=x.device.type, enabled=amp and x.device.type == "cuda")
+    with torch.no_grad(), torch.autocast(**autocast):
+        probs = _softmax(classifier, x)
+    y_hat = probs.argmax(dim=1)
+    y_hat_onehot = nn.functional.one_hot(y_hat, probs.shape[1]).float()
+    out: dict[str, torch.Tensor] = {"pred": probs, "y_hat": y_hat, "y_hat_onehot": y_hat_onehot}
+    mark("classifier")
+    with torch.autocast(**autocast):
+        out["explanation"] = explainer(x, y_hat if target is None else target).float()
+    mark("explainer")
+    if generator is not None:
+        generator.eval()
+        with torch.no_grad(), torch.autocast(**autocast):
+            x_s, x_a = generator(x)
+            p_s, p_a = _softmax(classifier, x_s), _softmax(classifier, x_a)
+        out.update(
+            similar=x_s.float(),
+            adversarial=x_a.float(),
+            pred_similar=p_s,
+            pred_adversarial=p_a,
+            flipped_onehot=1.0 - y_hat_onehot,
+        )
+        mark("generation")
+    return out
 
 
 class ExplanationEvaluator(Evaluator):
-    """Evaluator whose step is: classify, explain the decision, optionally generate ``x_s``/``x_a``.
+    """Evaluator whose step is :func:`evaluation_step`: classify, explain the decision, optionally generate.
 
     Args:
         device: where to run.
@@ -33,6 +99,8 @@ class ExplanationEvaluator(Evaluator):
         explainer: any :class:`~scripts.explainers.base.Explainer` (ours, a baseline, a TTA wrapper).
         generator: optional ``x -> (x_s, x_a)`` module; adds the similar/adversarial keys.
         explain_label: explain the ground-truth ``label`` instead of the decision (default: the decision).
+        prepare_batch: ``(batchdata, device, non_blocking, **kwargs) -> (image, label)`` as in MONAI's engines
+            (default :func:`monai.engines.utils.default_prepare_batch`); ``mask`` is read from the batch as given.
         amp: autocast on CUDA.
         Other arguments as :class:`monai.engines.Evaluator`.
     """
@@ -74,33 +142,17 @@ class ExplanationEvaluator(Evaluator):
         self.explain_label = explain_label
 
     def _iteration(self, engine: Any, batchdata: dict[str, torch.Tensor]) -> dict:
-        x = batchdata[CommonKeys.IMAGE].to(engine.state.device, non_blocking=engine.non_blocking)
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        x, label = (batch, None) if isinstance(batch, torch.Tensor) else (batch[0], batch[1])
         out: dict[str, Any] = {CommonKeys.IMAGE: x}
-        for key in ("label", "mask"):
-            if key in batchdata:
-                out[key] = torch.as_tensor(batchdata[key]).to(engine.state.device)
-        if self.generator is not None:
-            self.generator.eval()
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=self.amp and x.device.type == "cuda"):
-            probs = torch.softmax(self.classifier(x).float(), dim=1)
-        y_hat = probs.argmax(dim=1)
-        num_classes = probs.shape[1]
-        out.update(pred=probs, y_hat=y_hat, y_hat_onehot=nn.functional.one_hot(y_hat, num_classes).float())
-        target = out["label"].long().reshape(-1) if self.explain_label and "label" in out else y_hat
-        with torch.autocast(x.device.type, enabled=self.amp and x.device.type == "cuda"):
-            out["explanation"] = self.explainer(x, target).float()
-        if self.generator is not None:
-            with torch.no_grad(), torch.autocast(x.device.type, enabled=self.amp and x.device.type == "cuda"):
-                x_s, x_a = self.generator(x)
-                p_s = torch.softmax(self.classifier(x_s).float(), dim=1)
-                p_a = torch.softmax(self.classifier(x_a).float(), dim=1)
-            out.update(
-                similar=x_s.float(),
-                adversarial=x_a.float(),
-                pred_similar=p_s,
-                pred_adversarial=p_a,
-                flipped_onehot=1.0 - out["y_hat_onehot"],
-            )
+        if label is None and CommonKeys.LABEL in batchdata:  # e.g. a list of ints that prepare_batch passed over
+            label = torch.as_tensor(batchdata[CommonKeys.LABEL])
+        if label is not None:
+            out[CommonKeys.LABEL] = torch.as_tensor(label).to(engine.state.device)
+        if "mask" in batchdata:
+            out["mask"] = torch.as_tensor(batchdata["mask"]).to(engine.state.device)
+        target = out[CommonKeys.LABEL].long().reshape(-1) if self.explain_label and CommonKeys.LABEL in out else None
+        out.update(evaluation_step(self.classifier, self.explainer, x, self.generator, target, amp=self.amp))
         engine.state.output = out
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

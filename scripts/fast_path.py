@@ -323,8 +323,10 @@ class FastSimAdvExplainer(Explainer):
         {"_target_": "scripts.fast_path.FastSimAdvExplainer", "classifier": "@classifier",
          "generator": "@generator", "options": "bf16+channels_last+cuda_graph"}
 
-    Like ours, it explains the classifier's own decision and does not run the classifier. Its call skips the
-    per-call eval-mode save/restore of :class:`Explainer` (its generator copy is always in eval mode).
+    Like ours, it explains the classifier's own decision and does not run the classifier. A call goes through the
+    :class:`Explainer` template (input checks, then :meth:`compute_map`); :meth:`networks` is empty, so the
+    template's per-call eval-mode save/restore walks no module (the fast path's generator copy is always in eval
+    mode).
     """
 
     uses_class_idx = False
@@ -336,11 +338,8 @@ class FastSimAdvExplainer(Explainer):
         self.fast = make_fast_explainer(generator, options)
 
     def networks(self) -> tuple[nn.Module, ...]:
-        return (self.fast.generator,)
-
-    def __call__(self, x: torch.Tensor, class_idx: torch.Tensor | None = None) -> torch.Tensor:
-        self.resolve_class_idx(x, class_idx)  # the same input checks as every explainer
-        return self.fast(x)
+        """None to switch: the fast path's own generator copy never leaves eval mode."""
+        return ()
 
     def compute_map(self, x: torch.Tensor, class_idx: torch.Tensor | None) -> torch.Tensor:
         return self.fast(x)

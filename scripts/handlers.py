@@ -1,32 +1,33 @@
-"""Ignite handlers of the bundle that MONAI does not ship: a metrics file writer (more join it per stage)."""
+"""Ignite handlers of the bundle that MONAI does not ship: a metrics file writer, image grids, a loss-weight schedule
+and the guard that stops a training whose loss or weights stop being finite."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
 from .atomic import atomic_write
 from .errors import BundleInputError
+from .figures import GridColumn, slice_2d, write_image_grid
+from .records import jsonable
 
-__all__ = ["MetricsWriter", "ImageGridWriter", "LossWeightSchedule", "write_json_atomic"]
+__all__ = ["MetricsWriter", "ImageGridWriter", "LossWeightSchedule", "StopOnNonFinite", "ProgressLog", "write_json_atomic"]
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write JSON to ``path`` atomically (a report is never half-written)."""
-    atomic_write(path, lambda f: json.dump(obj, f, indent=2, default=_jsonable))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
+    """Write strict JSON to ``path`` atomically (a report is never half-written; NaN/inf are written as ``null``)."""
+    data = jsonable(obj)
+    atomic_write(path, lambda f: json.dump(data, f, indent=2, allow_nan=False))
 
 
 class MetricsWriter:
@@ -46,7 +47,7 @@ class MetricsWriter:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+        if idist.get_rank() > 0:
             return
         record: dict[str, Any] = {"epoch": engine.state.epoch}  # a MONAI evaluator runs at the trainer's epoch
         if not self.records and self.path.is_file():  # a resumed run keeps the history of the epochs before it
@@ -59,10 +60,11 @@ class MetricsWriter:
             if isinstance(v, torch.Tensor) and v.numel() == 1:
                 v = v.item()
             if isinstance(v, (int, float)):
-                record[k] = float(v)
+                record[k] = float(v) if math.isfinite(v) else None  # strict JSON: undefined is null
         self.records.append(record)
         key = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
-        best = max((r for r in self.records if key in r), key=lambda r: r[key], default=None) if key else None
+        defined = [r for r in self.records if isinstance(r.get(key), float)] if key else []
+        best = max(defined, key=lambda r: r[key], default=None)
         write_json_atomic({"history": self.records, "best": best, "key_metric": key}, self.path)
 
 
@@ -70,8 +72,9 @@ class ImageGridWriter:
     """Write a PNG grid of the first ``num_images`` items each time the engine runs (a fixed validation set).
 
     Columns: the image with its lesion-mask contour, then ``x_s``, ``x_a`` and the explanation when the engine's
-    output has them (keys ``similar``, ``adversarial``, ``explanation``). Files:
-    ``<output_dir>/<prefix>_<epoch:03d>.png`` (a MONAI evaluator runs at the trainer's epoch).
+    output has them (keys ``similar``, ``adversarial``, ``explanation``), drawn upright by the bundle's one grid
+    writer (:func:`scripts.figures.write_image_grid`). Files: ``<output_dir>/<prefix>_<epoch:03d>.png`` (a MONAI
+    evaluator runs at the trainer's epoch). Only rank 0 writes under ``torchrun``.
     """
 
     def __init__(self, output_dir: str, num_images: int = 6, prefix: str = "epoch"):
@@ -96,44 +99,22 @@ class ImageGridWriter:
                 self._items.setdefault(key, []).extend(t.detach().float().cpu() for t in out[key][:take])
 
     def write(self, engine: Engine) -> None:
-        if not self._items.get("image") or (
-            torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank()
-        ):
+        if not self._items.get("image") or idist.get_rank() > 0:
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        columns = [k for k in ("image", "similar", "adversarial", "explanation") if k in self._items]
-        rows = len(self._items["image"])
-        fig, axes = plt.subplots(rows, len(columns), figsize=(2.2 * len(columns), 2.2 * rows), squeeze=False)
-        for r in range(rows):
-            for c, key in enumerate(columns):
-                ax = axes[r, c]
-                img = self._items[key][r][0]
-                while img.ndim > 2:  # 3D: middle slice along the last axis
-                    img = img[..., img.shape[-1] // 2]
-                if key == "explanation":
-                    ax.imshow(img.numpy(), cmap="inferno")
-                else:
-                    ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
-                if key in ("image", "explanation") and "mask" in self._items:
-                    mask = self._items["mask"][r][0]
-                    while mask.ndim > 2:
-                        mask = mask[..., mask.shape[-1] // 2]
-                    if mask.any():
-                        ax.contour(mask.numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title({"image": "x + mask", "similar": "x_s", "adversarial": "x_a", "explanation": "|x_s - x_a|"}[key])
-        fig.tight_layout()
-        epoch = engine.state.epoch
+        titles = {"image": "x + mask", "similar": "x_s", "adversarial": "x_a", "explanation": "|x_s - x_a|"}
+        masks = [slice_2d(t[0]) for t in self._items["mask"]] if "mask" in self._items else None
+        columns = [
+            GridColumn(
+                titles[key],
+                [slice_2d(t[0]) for t in self._items[key]],
+                "map" if key == "explanation" else "image",
+                contour=0.8 if key in ("image", "explanation") else 0.0,
+            )
+            for key in titles
+            if key in self._items
+        ]
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"{self.prefix}_{epoch:03d}.png"
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80), binary=True)
-        plt.close(fig)
+        write_image_grid(self.output_dir / f"{self.prefix}_{engine.state.epoch:03d}.png", columns, masks, 2.2, 80)
 
 
 class LossWeightSchedule:
@@ -174,3 +155,96 @@ class LossWeightSchedule:
         value = self.value(engine.state.epoch)
         setattr(self.loss, self.name, value)
         engine.logger.info(f"{self.name} = {value:.4g} in epoch {engine.state.epoch}")
+
+
+def _loss_value(output: Any) -> Any:
+    """The total loss in a trainer's ``engine.state.output``: a dict's ``"loss"``, or the first decollated item's."""
+    if isinstance(output, (list, tuple)) and output:
+        output = output[0]
+    if isinstance(output, Mapping):
+        return output.get("loss")
+    return output
+
+
+class StopOnNonFinite:
+    """Stop a training whose loss (or, at the end of an epoch, a weight of ``network``) is NaN or infinite.
+
+    The trainer raises one :class:`BundleInputError` saying where it happened and what to try (the exception hook
+    prints it as one line, exit status 1). It fires at the iteration whose loss is not finite, before the epoch's
+    validation, so the checkpoint savers attached to the validation never see the diverged weights: the best and the
+    resume checkpoints stay as they were. A NaN from one bad image cannot get here (``scripts.data.CheckImaged``
+    refuses it while reading); this is a diverging optimisation (learning rate, loss weights).
+
+    List it first in a trainer's handler list: it also handles the trainer's ``EXCEPTION_RAISED`` event, and re-raises
+    the error there before the handlers after it (MONAI's ``StatsHandler``) log a traceback.
+
+    Args:
+        stage: the stage's name for the message ("classifier").
+        network: the trained network; its parameters are checked at each ``EPOCH_COMPLETED`` (before validation).
+    """
+
+    def __init__(self, stage: str = "training", network: torch.nn.Module | None = None) -> None:
+        self.stage = stage
+        self.network = network
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.check_loss)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.check_weights)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.reraise)
+
+    def _stop(self, engine: Engine, what: str) -> None:
+        raise BundleInputError(
+            f"{self.stage} training stopped: {what} at epoch {engine.state.epoch}, iteration {engine.state.iteration}; "
+            f"the best and resume checkpoints are left as they were. Try a lower --learning_rate"
+        )
+
+    def check_loss(self, engine: Engine) -> None:
+        loss = _loss_value(engine.state.output)
+        if loss is None:
+            return
+        value = float(loss.detach().float().mean()) if isinstance(loss, torch.Tensor) else float(loss)
+        if not math.isfinite(value):
+            self._stop(engine, f"the loss became {value}")
+
+    def check_weights(self, engine: Engine) -> None:
+        if self.network is None:
+            return
+        for name, p in self.network.named_parameters():
+            if not bool(torch.isfinite(p.detach()).all()):
+                self._stop(engine, f"weight {name} became non-finite")
+
+    @staticmethod
+    def reraise(engine: Engine, e: BaseException) -> None:
+        raise e
+
+
+class ProgressLog:
+    """Log one progress line at most every ``every_seconds`` while an engine runs (a long, otherwise silent run).
+
+    For engines whose own logs are off or come only at the end (the benchmark's evaluation of a slow method):
+    ``"<desc>: iteration i/n of epoch e (t s)"``, at the first iteration that completes ``every_seconds`` after
+    the previous line.
+    """
+
+    def __init__(self, desc: str, every_seconds: float = 10.0, logger: logging.Logger | None = None) -> None:
+        self.desc = desc
+        self.every_seconds = float(every_seconds)
+        self.logger = logger or logging.getLogger("simadv_explainer.progress")
+        self._start = self._last = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def started(self, engine: Engine) -> None:
+        self._start = self._last = time.perf_counter()
+
+    def __call__(self, engine: Engine) -> None:
+        now = time.perf_counter()
+        if now - self._last < self.every_seconds:
+            return
+        self._last = now
+        total = engine.state.epoch_length
+        it = (engine.state.iteration - 1) % total + 1 if total else engine.state.iteration
+        self.logger.info(f"{self.desc}: iteration {it}/{total or '?'} of epoch {engine.state.epoch} "
+                         f"({now - self._start:.0f} s)")

@@ -20,6 +20,7 @@ from monai.transforms import SaveImage
 from .atomic import atomic_write
 from .data.datalist import load_datalist
 from .errors import BundleInputError
+from .figures import upright
 
 __all__ = ["inference_entries", "InferenceWriter", "overlay_png"]
 
@@ -59,8 +60,8 @@ def overlay_png(image: np.ndarray, explanation: np.ndarray, path: str | os.PathL
     e = e / e.max() if e.max() > 0 else e
     heat = matplotlib.colormaps["inferno"](e)[..., :3]
     rgb = (1 - alpha * e[..., None]) * img[..., None] + alpha * e[..., None] * heat
-    # MONAI's PILReader loads PNGs transposed ((W, H) arrays); transpose back so the PNG looks like the input.
-    png = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8).transpose(1, 0, 2))
+    # the arrays are x-first (W, H), as MONAI's PILReader loads a PNG: stored upright, like the input
+    png = Image.fromarray(np.ascontiguousarray(upright((np.clip(rgb, 0, 1) * 255).astype(np.uint8))))
     atomic_write(path, lambda f: png.save(f, format="PNG"), binary=True)
 
 
@@ -104,6 +105,19 @@ class InferenceWriter:
             )
         return self.savers[postfix]
 
+    def _save(self, postfix: str, array: torch.Tensor, meta: dict, source: str) -> None:
+        """``SaveImage`` one output; a file whose metadata the writer cannot take names itself and the real cause."""
+        try:
+            self._saver(postfix)(array, meta_data=meta)
+        except Exception as e:
+            cause = e
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                cause = cause.__cause__ or cause.__context__
+            raise BundleInputError(
+                f"{source}: cannot write its {postfix} to {self.output_dir} "
+                f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
+            ) from e
+
     def write_batch(self, engine: Engine) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         out = engine.state.output
@@ -117,10 +131,10 @@ class InferenceWriter:
             meta["filename_or_obj"] = name
             e = out["explanation"][i].detach().float().cpu()
             if self.save_nifti:
-                self._saver("explanation")(e, meta_data=meta)
+                self._save("explanation", e, meta, path)
             if self.save_generated and "similar" in out:
-                self._saver("similar")(out["similar"][i].detach().float().cpu(), meta_data=meta)
-                self._saver("adversarial")(out["adversarial"][i].detach().float().cpu(), meta_data=meta)
+                self._save("similar", out["similar"][i].detach().float().cpu(), meta, path)
+                self._save("adversarial", out["adversarial"][i].detach().float().cpu(), meta, path)
             if self.save_png and e.ndim == 3:
                 overlay_png(out["image"][i][0].detach().float().cpu().numpy(), e[0].numpy(),
                             self.output_dir / f"{name}_overlay.png")

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from torch import nn
 
+from .networks import is_naive
+
 __all__ = [
     "SIMADV_TERMS",
     "MASK_TERMS",
@@ -26,6 +28,8 @@ __all__ = [
     "similar_classification_loss",
     "adversarial_classification_loss",
     "total_variation",
+    "closeness_loss",
+    "regularization_terms",
     "regularization_loss",
     "parameter_distance",
     "SimAdvLoss",
@@ -57,9 +61,15 @@ def distance_loss(
     return out
 
 
-def similarity_loss(x: torch.Tensor, x_s: torch.Tensor, x_a: torch.Tensor, **distance_kwargs: float) -> torch.Tensor:
-    """``L_d = d(x, x_s) + d(x, x_a)``: both generated images stay close to ``x`` (method.md §2)."""
-    return distance_loss(x, x_s, **distance_kwargs) + distance_loss(x, x_a, **distance_kwargs)
+def similarity_loss(
+    x: torch.Tensor, x_s: torch.Tensor | None, x_a: torch.Tensor, **distance_kwargs: float
+) -> torch.Tensor:
+    """``L_d = d(x, x_a) + d(x, x_s)``: both generated images stay close to ``x`` (method.md §2).
+
+    ``x_s=None`` (the naive variant, where ``x_s = x`` and ``d(x, x_s) = 0``) gives ``d(x, x_a)`` alone.
+    """
+    out = distance_loss(x, x_a, **distance_kwargs)
+    return out if x_s is None else out + distance_loss(x, x_s, **distance_kwargs)
 
 
 def similar_classification_loss(logits_s: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
@@ -81,25 +91,38 @@ def adversarial_classification_loss(logits_a: torch.Tensor, y_hat: torch.Tensor)
     return -log_not_target.mean()
 
 
-def total_variation(t: torch.Tensor, power: float = 1.0) -> torch.Tensor:
+def total_variation(t: torch.Tensor, power: float = 1.0, per_sample: bool = False) -> torch.Tensor:
     """Anisotropic total variation ``sum_d mean |t[i+1] - t[i]|^power`` over each spatial axis ``d``.
 
-    Dimension-agnostic ``(B, C, *spatial)``; each axis term is a mean over all its neighbour pairs (and the batch).
-    ``power=1`` is the L1 TV of ``L_reg`` (method.md §2); ``power=2`` is the squared variant of Dabkowski & Gal.
+    Dimension-agnostic ``(B, C, *spatial)``; each axis term is a mean over all its neighbour pairs (and the batch),
+    a scalar; with ``per_sample`` the means are per sample, shape ``(B,)``. ``power=1`` is the L1 TV of ``L_reg``
+    (method.md §2); ``power=2`` the squared variant of Dabkowski & Gal; BBMP uses ``power=3`` per sample (Fong &
+    Vedaldi eq. 3).
     """
-    out = t.new_zeros(())
+    out = t.new_zeros(t.shape[0]) if per_sample else t.new_zeros(())
     for dim in range(2, t.ndim):
         if t.shape[dim] > 1:  # an axis of length 1 has no neighbour pairs
-            out = out + torch.diff(t, dim=dim).abs().pow(power).mean()
+            d = torch.diff(t, dim=dim).abs().pow(power)
+            out = out + (d.flatten(1).mean(1) if per_sample else d.mean())
     return out
+
+
+def closeness_loss(x_s: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
+    """``mean|x_s - x_a|``: the two generated images differ little (the L1 part of ``L_reg``, method.md §2)."""
+    return (x_s - x_a).abs().mean()
+
+
+def regularization_terms(x_s: torch.Tensor, x_a: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The unweighted parts of ``L_reg``: ``{"loss_close": mean|x_s - x_a|, "loss_tv": TV(x_s - x_a)}``."""
+    return {"loss_close": closeness_loss(x_s, x_a), "loss_tv": total_variation(x_s - x_a)}
 
 
 def regularization_loss(
     x_s: torch.Tensor, x_a: torch.Tensor, closeness_weight: float = 1.0, tv_weight: float = 1.0
 ) -> torch.Tensor:
     """``L_reg = closeness_weight * mean|x_s - x_a| + tv_weight * TV(x_s - x_a)`` (method.md §2)."""
-    diff = x_s - x_a
-    return closeness_weight * diff.abs().mean() + tv_weight * total_variation(diff)
+    terms = regularization_terms(x_s, x_a)
+    return closeness_weight * terms["loss_close"] + tv_weight * terms["loss_tv"]
 
 
 def parameter_distance(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -118,8 +141,8 @@ class SimAdvLoss(nn.Module):
     + tv_weight * TV(x_s - x_a) + w_weight * L_{s,a}``.
 
     The TV and W columns of the paper's variant table are ``tv_weight > 0`` and ``w_weight > 0``. In the naive
-    variant (``x_s is x`` or ``generator.mode == 'naive'``, or ``logits_s`` is ``None``) the terms on ``x_s``
-    (``d(x, x_s)`` and the similar CE) are constant and skipped (reported as 0).
+    variant (``logits_s`` is ``None``, or :func:`scripts.networks.is_naive`) the terms on ``x_s`` (``d(x, x_s)`` and
+    the similar CE) are constant and skipped (reported as 0). Each term is its function above.
 
     Returns a dict of the unweighted terms (:data:`SIMADV_TERMS`) and the weighted total ``"loss"``.
     """
@@ -161,15 +184,16 @@ class SimAdvLoss(nn.Module):
         y_hat: torch.Tensor,
         generator: nn.Module | None = None,
     ) -> dict[str, torch.Tensor]:
-        naive = x_s is x or logits_s is None or getattr(generator, "mode", None) == "naive"
+        naive = logits_s is None or is_naive(generator, x, x_s)
         x, x_s, x_a = x.float(), x_s.float(), x_a.float()
         zero = x.new_zeros(())
+        # L_d = similarity_loss and L_reg's parts = regularization_terms, each term built in this order: the order
+        # of the backward pass's gradient sums, so that a training run stays bit-identical (d(x, x_s) comes last).
         terms = {
-            "loss_d": distance_loss(x, x_a, **self.distance_kwargs),
+            "loss_d": similarity_loss(x, None, x_a, **self.distance_kwargs),
             "loss_s": zero,
             "loss_a": adversarial_classification_loss(logits_a, y_hat),
-            "loss_close": (x_s - x_a).abs().mean(),
-            "loss_tv": total_variation(x_s - x_a),
+            **regularization_terms(x_s, x_a),
             "loss_sa": zero,
         }
         if not naive:

@@ -43,12 +43,14 @@ from .errors import BundleInputError
 __all__ = [
     "DEFAULT_PERCENTILES",
     "LOC_PERCENTILES",
+    "percentile_thresholds",
     "compute_percentile_iou",
     "compute_precision_recall_curves",
     "compute_localization_auc",
     "compute_pooled_average_precision",
     "PercentileIoUMetric",
     "LocalizationAUCMetric",
+    "PrecisionRecallCurveMetric",
     "PooledAveragePrecisionMetric",
     "PercentileIoU",
     "LocalizationAUC",
@@ -90,6 +92,32 @@ def _check_percentiles(percentiles: Sequence[float] | range, field: str = "perce
     return pct
 
 
+def _sorted_percentiles(sorted_scores: torch.Tensor, percentiles: Sequence[float]) -> torch.Tensor:
+    """``(B, P)`` linear-interpolated percentiles of each row of the ascending ``(B, N)`` ``sorted_scores``."""
+    n = sorted_scores.shape[1]
+    # linear-interpolated percentile, exactly torch.quantile's definition; p*(N-1) is exact in float64 for the
+    # usual integer p, so positions that should be integers are integers (no off-by-one pixel from rounding).
+    # (computed on the host in float64, then copied: a few numbers, no device sync).
+    pos = torch.tensor(percentiles, dtype=torch.float64) * (n - 1) / 100.0
+    lo, hi = pos.floor(), pos.ceil()
+    frac = (pos - lo).to(device=sorted_scores.device, dtype=sorted_scores.dtype)
+    v_lo = sorted_scores[:, lo.long().to(sorted_scores.device)]
+    v_hi = sorted_scores[:, hi.long().to(sorted_scores.device)]
+    return torch.minimum(torch.maximum(v_lo + frac * (v_hi - v_lo), v_lo), v_hi).contiguous()
+
+
+def percentile_thresholds(maps: torch.Tensor, percentiles: Sequence[float] | range) -> torch.Tensor:
+    """``(B, P)``: each image's own p-th percentile of its map (the binarization thresholds of this module).
+
+    Linear interpolation, as ``torch.quantile`` / ``numpy.percentile`` (see the module docstring), over the
+    flattened pixels of each ``(B, ...)`` map; float32 or wider. Keeping ``E >= t`` keeps the top ``100 - p`` %.
+    """
+    pct = _check_percentiles(percentiles)
+    scores = maps.reshape(maps.shape[0], -1)
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    return _sorted_percentiles(torch.sort(scores, dim=1)[0], pct)
+
+
 def _threshold_counts(
     scores: torch.Tensor, labels: torch.Tensor, percentiles: Sequence[float]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,19 +129,11 @@ def _threshold_counts(
     Returns:
         ``kept`` ``(B, P)``, ``hits`` ``(B, P)`` (int64) and ``n_mask`` ``(B,)`` (int64).
     """
-    b, n = scores.shape
+    n = scores.shape[1]
     sorted_scores, order = torch.sort(scores, dim=1)
     csum = torch.gather(labels, 1, order).to(torch.int64).cumsum(dim=1)  # mask pixels among sorted[0..k]
     n_mask = csum[:, -1]
-    # linear-interpolated percentile, exactly torch.quantile's definition; p*(N-1) is exact in float64 for the
-    # usual integer p, so positions that should be integers are integers (no off-by-one pixel from rounding).
-    # (computed on the host in float64, then copied: a few numbers, no device sync).
-    pos = torch.tensor(percentiles, dtype=torch.float64) * (n - 1) / 100.0
-    lo, hi = pos.floor(), pos.ceil()
-    frac = (pos - lo).to(device=scores.device, dtype=scores.dtype)
-    v_lo = sorted_scores[:, lo.long().to(scores.device)]
-    v_hi = sorted_scores[:, hi.long().to(scores.device)]
-    thr = torch.minimum(torch.maximum(v_lo + frac * (v_hi - v_lo), v_lo), v_hi).contiguous()
+    thr = _sorted_percentiles(sorted_scores, percentiles)
     first = torch.searchsorted(sorted_scores, thr, side="left")  # (B, P): first sorted index with value >= thr
     kept = n - first
     below = torch.gather(csum, 1, (first - 1).clamp(min=0))
@@ -321,6 +341,22 @@ class LocalizationAUCMetric(_PerImageScoreMetric):
         if self.kind == "partial":
             return partial[:, None]
         return torch.stack([total, partial], dim=1)
+
+
+class PrecisionRecallCurveMetric(_PerImageScoreMetric):
+    """Cumulative mean per-image precision/recall curves (method.md §5), see :func:`compute_precision_recall_curves`.
+
+    Buffers ``(B, 2, 101)`` = ``[precision, recall]`` per image over the thresholds at percentiles 100 → 0;
+    ``aggregate()`` returns the ``(2, 101)`` mean over the images with a lesion (an image with an empty mask has
+    NaN rows and is left out). Under ``torchrun`` MONAI's buffers gather every rank's images, so every rank gets the
+    curves of the whole test set.
+
+    Args:
+        reduction, get_not_nans: as in :class:`PercentileIoUMetric`.
+    """
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.stack(compute_precision_recall_curves(y_pred, y), dim=1)
 
 
 class PooledAveragePrecisionMetric(CumulativeIterationMetric):

@@ -26,6 +26,7 @@ __all__ = [
     "SimAdvGenerator",
     "MaskGeneratorNet",
     "difference_map",
+    "is_naive",
 ]
 
 GENERATOR_MODES = ("single", "duo", "naive")
@@ -36,6 +37,12 @@ _LOGIT_EPS = 1e-3  # inputs are clipped to [eps, 1 - eps] before the logit: iden
 def difference_map(x_s: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
     """The explanation ``E = |x_s - x_a|`` summed over channels, shape ``(B, 1, *spatial)`` (method.md §1)."""
     return (x_s - x_a).abs().sum(dim=1, keepdim=True)
+
+
+def is_naive(generator: nn.Module | None, x: torch.Tensor | None = None, x_s: torch.Tensor | None = None) -> bool:
+    """Whether ``generator`` is the Naive variant: its ``mode`` is ``'naive'``, or it returned ``x`` itself as
+    ``x_s`` (then ``E = |x - x_a|`` and the terms on ``x_s`` are constant, method.md §2)."""
+    return getattr(generator, "mode", None) == "naive" or (x_s is not None and x_s is x)
 
 
 def _unet(

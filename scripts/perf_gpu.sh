@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU half of the speed work (issue 6), prepared for a session that is lent an H100/H200; see docs/performance.md.
+# The speed benchmark on one CUDA GPU (H100/H200 class) as one prepared pass; see docs/performance.md.
 #
 #   scripts/perf_gpu.sh wheels     # HERE (with pip and the package index): fill .whl/ with the carried wheels
 #   scripts/perf_gpu.sh run        # THERE (on the GPU machine, repo root, .whl/ carried, $OUT set): one pass
@@ -15,8 +15,8 @@
 #   perf_large.json  512x512 and 1024x1024 (ours, its fast path, the baselines and peers)
 #   perf_log.txt     the benchmark's progress lines and tables
 # Tables from a JSON, here: PYTHONPATH=. python -m scripts.perf --report perf_256.json
-# Budget: the whole `run` stays under ~9.5 minutes (the per-command limit is 10). The phase limits follow the H200
-# run of 2026-11-26 (docs/performance.md): pytest took 46 s, training 115 s, perf_256 164 s, perf_large ~150 s.
+# Budget: the whole `run` stays under ~9.5 minutes (it fits a 10-minute job limit). The phase limits follow the
+# H200 run of 2026-11-26 (docs/performance.md): pytest took 46 s, training 115 s, perf_256 164 s, perf_large ~150 s.
 #
 # Smoke test of the plumbing on a machine without a GPU (tiny sizes, CPU, a few seconds per phase):
 #   OUT=/tmp/perf_smoke PY=.venv/bin/python SMOKE=1 scripts/perf_gpu.sh run

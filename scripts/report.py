@@ -3,7 +3,8 @@
 The benchmark runner measures every method (metrics from :mod:`scripts.metrics`) and hands the numbers to
 :func:`write_report`, which only formats them:
 
-- ``localization.json``: the measured ``results`` plus the paper's numbers (:data:`PAPER_RESULTS`), NaN -> null;
+- ``localization.json``: the measured ``results`` plus the paper's numbers (:data:`PAPER_RESULTS`, read from
+  ``scripts/paper_tables.json``), NaN -> null;
 - ``localization.md``: the paper's two tables (same rows and columns) with our numbers, then the paper's own
   tables for comparison and a short "How to read this";
 - ``iou_vs_percentile.png``, ``pr_curves.png`` and, when given, ``picture_grid.png``.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,58 +37,21 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import BundleInputError
+from .figures import GridColumn, new_figure, save_png, slice_2d, write_image_grid
 from .metrics import DEFAULT_PERCENTILES
+from .records import jsonable
 
-__all__ = ["PAPER_RESULTS", "REFERENCE_METHODS", "write_report", "markdown_tables", "paper_tables"]
+__all__ = ["ABLATIONS", "PAPER_RESULTS", "REFERENCE_METHODS", "write_report", "markdown_tables", "paper_tables"]
 
 #: rows that are references, not explainers: excluded from bolding, shown last, in italics, drawn in grey.
 REFERENCE_METHODS: tuple[str, ...] = ("Random (reference)", "Mask (ceiling)")
+#: ablations of a method -> that method. Naive is ours without the similar head (``x_s = x``, the same adversarial
+#: trunk): its call runs part of ours' network, so it can only be faster, and the time column does not bold it.
+ABLATIONS: dict[str, str] = {"Naive": "Ours"}
 
-_PAPER_SOURCE = (
-    "Charachon et al., ICPR 2020, slides 'Experimental Results' (chest X-ray), transcribed in method.md §6; "
-    "cells are [no augmentation, with test-time augmentation]; the slides do not name the timing device"
-)
-# IoU at percentiles 80, 85, 90, 95, 98: (no augmentation, with augmentation or None).
-_PAPER_IOU: dict[str, tuple[list[float], list[float] | None]] = {
-    "Gradient": ([0.203, 0.199, 0.187, 0.152, 0.097], [0.256, 0.252, 0.236, 0.190, 0.117]),
-    "GradCAM": ([0.237, 0.225, 0.195, 0.138, 0.070], [0.271, 0.263, 0.244, 0.190, 0.105]),
-    "BBMP": ([0.233, 0.226, 0.204, 0.154, 0.087], None),
-    "Mask Generator": ([0.222, 0.219, 0.208, 0.169, 0.103], [0.259, 0.264, 0.259, 0.221, 0.137]),
-    "Naive": ([0.177, 0.173, 0.158, 0.118, 0.064], [0.239, 0.230, 0.208, 0.156, 0.087]),
-    "Ours": ([0.248, 0.250, 0.232, 0.173, 0.097], [0.292, 0.292, 0.272, 0.206, 0.115]),
-}
-# (Total AUC, Partial AUC, Time (s)): (no augmentation, with augmentation or None).
-_PAPER_AUC_TIME: dict[str, tuple[tuple[float, float, float], tuple[float, float, float] | None]] = {
-    "Gradient": ((0.287, 0.189, 2.04), (0.374, 0.274, 2.83)),
-    "GradCAM": ((0.326, 0.235, 0.78), (0.397, 0.302, 5.09)),
-    "BBMP": ((0.326, 0.229, 17.14), None),
-    "Mask Generator": ((0.327, 0.226, 0.09), (0.404, 0.308, 0.68)),
-    "Naive": ((0.238, 0.145, 0.10), (0.325, 0.232, 0.75)),
-    "Ours": ((0.339, 0.256, 0.05), (0.412, 0.328, 0.63)),
-}
-
-
-def _paper_record(iou: list[float], auc_time: tuple[float, float, float]) -> dict[str, Any]:
-    return {
-        "iou": {str(p): v for p, v in zip(DEFAULT_PERCENTILES, iou)},
-        "auc_total": auc_time[0],
-        "auc_partial": auc_time[1],
-        "seconds_per_image": auc_time[2],
-    }
-
-
-#: the paper's chest X-ray numbers (method.md §6) in the schema of ``results`` (no curves, no pooled AP).
-PAPER_RESULTS: dict[str, Any] = {
-    "source": _PAPER_SOURCE,
-    "percentiles": list(DEFAULT_PERCENTILES),
-    "methods": {
-        name: {
-            "plain": _paper_record(iou[0], _PAPER_AUC_TIME[name][0]),
-            "tta": None if iou[1] is None else _paper_record(iou[1], _PAPER_AUC_TIME[name][1]),  # type: ignore[arg-type]
-        }
-        for name, iou in _PAPER_IOU.items()
-    },
-}
+#: the paper's chest X-ray numbers (method.md §6) in the schema of ``results`` (no curves, no pooled AP), read from
+#: ``paper_tables.json`` beside this module.
+PAPER_RESULTS: dict[str, Any] = json.loads(Path(__file__).with_name("paper_tables.json").read_text(encoding="utf-8"))
 
 _NOTE_BOLD = (
     "Cells: no augmentation / with test-time augmentation (one value: no augmented run). **Bold**: the best value "
@@ -155,17 +119,30 @@ def _ordered(methods: Mapping[str, Any]) -> list[str]:
 _Column = tuple[str, Callable[[Mapping], float], Callable[[float], str], bool]
 
 
-def _table(methods: Mapping[str, Mapping], columns: list[_Column], bold: bool = True) -> str:
-    """Markdown table, one row per method, cells 'plain / tta'; best explainer value per column and kind in bold."""
+def _table(
+    methods: Mapping[str, Mapping],
+    columns: list[_Column],
+    bold: bool = True,
+    not_compared: Mapping[int, Collection[str]] | None = None,
+) -> str:
+    """Markdown table, one row per method, cells 'plain / tta'; best explainer value per column and kind in bold.
+
+    ``not_compared``: column index -> methods shown but not competing for that column's bold (the ablations in the
+    time column).
+    """
     names = _ordered(methods)
     best: dict[tuple[int, str], str] = {}
+    excluded = not_compared or {}
     if bold:
         for c, (_, get, fmt, higher) in enumerate(columns):
             for kind in ("plain", "tta"):
                 vals = [
                     _num(fmt(get(methods[n][kind])))  # compare at the printed precision
                     for n in names
-                    if not _is_reference(n) and methods[n].get(kind) and math.isfinite(get(methods[n][kind]))
+                    if not _is_reference(n)
+                    and n not in excluded.get(c, ())
+                    and methods[n].get(kind)
+                    and math.isfinite(get(methods[n][kind]))
                 ]
                 vals = [v for v in vals if math.isfinite(v)]
                 if vals:
@@ -184,7 +161,8 @@ def _table(methods: Mapping[str, Mapping], columns: list[_Column], bold: bool = 
                 if not rec:
                     continue
                 text = fmt(get(rec))
-                if not ref and text != "–" and best.get((c, kind)) is not None and _num(text) == _num(best[(c, kind)]):
+                competes = not ref and n not in excluded.get(c, ())
+                if competes and text != "–" and best.get((c, kind)) is not None and _num(text) == _num(best[(c, kind)]):
                     text = f"**{text}**"
                 parts.append(text)
             cell = " / ".join(parts) if parts else "–"
@@ -226,6 +204,7 @@ def markdown_tables(results: Mapping[str, Any]) -> str:
             ("Pooled AP", _key_getter("ap"), _fmt3, True),
             ("Time (s) per image", _key_getter("seconds_per_image"), _fmt_time, False),
         ],
+        not_compared={3: [n for n in ABLATIONS if n in methods]},
     )
     return (
         "**Table 1 — IoU at binarization percentile** (mean over images; keep the pixels at or above the image's "
@@ -234,7 +213,34 @@ def markdown_tables(results: Mapping[str, Any]) -> str:
         "**Table 2 — AUC_Loc and time** (Partial AUC: thresholds at or above the 80th percentile; Pooled AP: "
         "average precision over the pixels of all images; time: lower is better)\n\n"
         f"{table2}\n\n{_NOTE_BOLD}\n"
+        + _speed_note(methods)
     )
+
+
+def _speed_note(methods: Mapping[str, Mapping]) -> str:
+    """The speed criterion under Table 2: the fastest method among the explainers that are not ablations, and each
+    ablation's time beside the method it ablates, with the reason it can only be faster ('' without timings)."""
+    def seconds(name: str, kind: str = "plain") -> float:
+        return _num(((methods.get(name) or {}).get(kind) or {}).get("seconds_per_image"))
+
+    compared = [n for n in _ordered(methods) if not _is_reference(n) and n not in ABLATIONS]
+    timed = [n for n in compared if math.isfinite(seconds(n))]
+    if not timed:
+        return ""
+    fastest = min(timed, key=seconds)
+    lines = [
+        f"\nSpeed (no augmentation): the fastest method is judged among {', '.join(compared)}: **{fastest}**, "
+        f"{_fmt_time(seconds(fastest))} s per image."
+    ]
+    for ablation, full in ABLATIONS.items():
+        if ablation in methods and full in methods:
+            lines.append(
+                f"{ablation} ({_fmt_time(seconds(ablation))} s) is shown beside {full} "
+                f"({_fmt_time(seconds(full))} s) and not compared: it is an ablation of {full}, the same generator "
+                "trunk without the similar head (its similar image is the input itself), so each call runs a part "
+                f"of {full}'s network and can only be faster."
+            )
+    return " ".join(lines) + "\n"
 
 
 def paper_tables() -> str:
@@ -289,7 +295,7 @@ def _markdown(results: Mapping[str, Any]) -> str:
         markdown_tables(results),
         "## The paper's numbers (chest X-ray, for comparison; not measured here)",
         "",
-        f"Source: {_PAPER_SOURCE}.",
+        f"Source: {PAPER_RESULTS['source']}.",
         "",
         paper_tables(),
         "## How to read this",
@@ -308,41 +314,7 @@ def _markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(obj: Any) -> Any:
-    """Deep copy to plain JSON types; NaN / inf -> None; tensors and arrays -> lists."""
-    if hasattr(obj, "detach"):  # torch.Tensor
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
-
-
 # ------------------------------------------------------------------------------------------------- figures
-def _new_figure(figsize: tuple[float, float]) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig: Any, path: Path, dpi: int = 100) -> None:
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"), binary=True)
-
-
 def _styles(methods: Mapping[str, Any]) -> dict[str, str]:
     """A tab10 colour per explainer (insertion order), greys for the reference rows."""
     from matplotlib import colormaps
@@ -366,7 +338,7 @@ def _iou_plot(results: Mapping[str, Any], path: Path) -> None:
     """IoU against binarization percentile for every method (plain solid, augmented dashed, references grey)."""
     methods = results["methods"]
     colours = _styles(methods)
-    fig = _new_figure((7.5, 4.5))
+    fig = new_figure((7.5, 4.5))
     ax = fig.add_subplot()
     for p in results.get("percentiles") or DEFAULT_PERCENTILES:
         ax.axvline(float(p), color="0.7", linestyle=":", linewidth=0.8, zorder=0)
@@ -387,14 +359,14 @@ def _iou_plot(results: Mapping[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def _pr_plot(results: Mapping[str, Any], path: Path) -> None:
     """Pixel precision against recall (per-image curves averaged over images), plain solid, augmented dashed."""
     methods = results["methods"]
     colours = _styles(methods)
-    fig = _new_figure((6.5, 5.0))
+    fig = new_figure((6.5, 5.0))
     ax = fig.add_subplot()
     for n in _ordered(methods):
         for kind, style in (("plain", "-"), ("tta", "--")):
@@ -413,28 +385,28 @@ def _pr_plot(results: Mapping[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def _as_stack(value: Any, field: str) -> np.ndarray:
-    """(N, H, W) float array from a tensor / array of shape (N, H, W) or (N, 1, H, W); 3D: middle slice."""
+    """(N, W, H) float array (x-first slices) from a tensor / array of shape (N, W, H) or (N, 1, W, H); 3D: the
+    middle slice (:func:`scripts.figures.slice_2d`)."""
     if hasattr(value, "detach"):
         value = value.detach().float().cpu().numpy()
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as e:
-        raise BundleInputError(f"{field} must be a numeric array of shape (N, H, W), got {type(value)}") from e
-    if arr.ndim == 4 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    while arr.ndim > 3:  # volumes: middle slice along the last axis
-        arr = arr[..., arr.shape[-1] // 2]
+        raise BundleInputError(f"{field} must be a numeric array of shape (N, W, H), got {type(value)}") from e
+    if arr.ndim >= 3 and arr.shape[0] > 0:
+        arr = np.stack([slice_2d(a) for a in arr])
     if arr.ndim != 3 or arr.shape[0] == 0:
-        raise BundleInputError(f"{field} must have shape (N, H, W) with N >= 1, got {arr.shape}")
+        raise BundleInputError(f"{field} must have shape (N, W, H) with N >= 1, got {arr.shape}")
     return arr
 
 
 def _picture_grid(grid: Mapping[str, Any], path: Path) -> None:
-    """Rows = images; columns = image with mask contour, then each method's map (min-max per image, inferno)."""
+    """Rows = images; columns = image with mask contour, then each method's map (min-max per image, inferno), all
+    upright (:mod:`scripts.figures`)."""
     if not isinstance(grid, Mapping) or not {"images", "masks", "maps"} <= set(grid):
         raise BundleInputError("grid must be a dict with 'images', 'masks' and 'maps' (method name -> maps)")
     images = _as_stack(grid["images"], "grid['images']")
@@ -442,42 +414,16 @@ def _picture_grid(grid: Mapping[str, Any], path: Path) -> None:
     if masks.shape != images.shape:
         raise BundleInputError(f"grid['masks'] shape {masks.shape} does not match grid['images'] {images.shape}")
     if not isinstance(grid["maps"], Mapping):
-        raise BundleInputError("grid['maps'] must be a dict: method name -> (N, H, W) maps")
-    maps = {}
+        raise BundleInputError("grid['maps'] must be a dict: method name -> (N, W, H) maps")
+    columns = [GridColumn("image + mask", list(images), "image", contour=1.0)]
     for name, m in grid["maps"].items():
-        maps[name] = _as_stack(m, f"grid['maps'][{name!r}]")
-        if maps[name].shape != images.shape:
+        maps = _as_stack(m, f"grid['maps'][{name!r}]")
+        if maps.shape != images.shape:
             raise BundleInputError(
-                f"grid['maps'][{name!r}] shape {maps[name].shape} does not match grid['images'] {images.shape}"
+                f"grid['maps'][{name!r}] shape {maps.shape} does not match grid['images'] {images.shape}"
             )
-    rows, cols = images.shape[0], 1 + len(maps)
-    h, w = images.shape[1:]
-    cell = 2.0
-    fig = _new_figure((cell * cols, cell * rows * h / w + 0.4))
-    axes = fig.subplots(rows, cols, squeeze=False)
-
-    def contour(ax: Any, mask: np.ndarray, width: float) -> None:
-        if mask.any() and not mask.all():  # a constant mask has no contour
-            ax.contour(mask.astype(float), levels=[0.5], colors="cyan", linewidths=width)
-
-    for r in range(rows):
-        ax = axes[r, 0]
-        ax.imshow(images[r], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        contour(ax, masks[r], 1.0)
-        for c, (name, m) in enumerate(maps.items(), start=1):
-            e = m[r]
-            lo, hi = np.nanmin(e), np.nanmax(e)
-            e = (e - lo) / (hi - lo) if hi > lo else np.zeros_like(e)
-            ax = axes[r, c]
-            ax.imshow(e, cmap="inferno", vmin=0.0, vmax=1.0, interpolation="nearest")
-            contour(ax, masks[r], 0.5)
-        for c in range(cols):
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-    for c, title in enumerate(["image + mask", *maps]):
-        axes[0, c].set_title(title, fontsize=9)
-    fig.subplots_adjust(wspace=0.03, hspace=0.03)
-    _save_png(fig, path)
+        columns.append(GridColumn(str(name), list(maps), "map", contour=0.5))
+    write_image_grid(path, columns, list(masks))
 
 
 # --------------------------------------------------------------------------------------------------- entry
@@ -485,7 +431,8 @@ def write_report(results: dict, output_dir: str, grid: dict | None = None) -> di
     """Write the benchmark report (method.md §5-§6) into ``output_dir``; return the path of every file written.
 
     Keys of the returned dict: ``json``, ``markdown``, ``iou_plot``, ``pr_plot`` and ``grid`` (when ``grid`` is
-    given: ``{"images": (N, H, W) in [0, 1], "masks": (N, H, W) binary, "maps": {method: (N, H, W)}}``).
+    given: ``{"images": (N, W, H) in [0, 1], "masks": (N, W, H) binary, "maps": {method: (N, W, H)}}``, x-first
+    arrays as the bundle loads them, drawn upright).
     """
     _check_results(results)
     out = Path(output_dir)
@@ -495,7 +442,7 @@ def write_report(results: dict, output_dir: str, grid: dict | None = None) -> di
         "iou_plot": out / "iou_vs_percentile.png",
         "pr_plot": out / "pr_curves.png",
     }
-    payload = _jsonable({**results, "paper": PAPER_RESULTS})
+    payload = jsonable({**results, "paper": PAPER_RESULTS})
     atomic_write(paths["json"], lambda f: json.dump(payload, f, indent=2, allow_nan=False))
     text = _markdown(results)
     atomic_write(paths["markdown"], lambda f: f.write(text))

@@ -30,7 +30,7 @@ from monai.handlers import MLFlowHandler
 from .checkpoint import AtomicCheckpointSaver
 from .handlers import ImageGridWriter, MetricsWriter
 
-__all__ = ["BundleMLFlowHandler", "attached_handlers", "flatten_params", "stage_run_name"]
+__all__ = ["BundleMLFlowHandler", "attached_handlers", "benchmark_metrics", "flatten_params", "stage_run_name"]
 
 #: MLflow's limits (mlflow.utils.validation): characters of a parameter value, parameters per batch call.
 MAX_PARAM_LENGTH = 6000
@@ -67,6 +67,32 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
         flat[name] = _describe(value)
         if isinstance(value, torch.nn.Module):
             flat[f"{name}.num_parameters"] = str(sum(p.numel() for p in value.parameters()))
+    return flat
+
+
+def _metric_key(name: str) -> str:
+    """A method's display name as an MLflow metric-name part ("Random (reference)" -> "Random_reference")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def benchmark_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar scores of :meth:`scripts.benchmark.LocalizationBenchmark.run`'s results, flat, as metric name ->
+    value (what the benchmark engine puts in ``state.metrics`` for the tracking handlers).
+
+    ``<method>/iou_<p>``, ``<method>/auc_total``, ``<method>/auc_partial``, ``<method>/ap`` and
+    ``<method>/seconds_per_image``; the augmented row of a method is ``<method>_TTA``. Curves are left out.
+    """
+    flat: dict[str, float] = {}
+    for name, row in results.get("methods", {}).items():
+        for kind, scores in row.items():
+            if not scores:
+                continue
+            prefix = _metric_key(name) + ("_TTA" if kind == "tta" else "")
+            for p, value in scores.get("iou", {}).items():
+                flat[f"{prefix}/iou_{p}"] = float(value)
+            for key in ("auc_total", "auc_partial", "ap", "seconds_per_image"):
+                if scores.get(key) is not None:
+                    flat[f"{prefix}/{key}"] = float(scores[key])
     return flat
 
 

@@ -6,9 +6,10 @@
   :class:`scripts.losses.MaskGeneratorLoss` (Dabkowski & Gal 2017, method.md §4).
 
 Both explain the classifier's own decision ``ŷ = argmax f_c(x)`` (method.md §1). The classifier is frozen
-(:func:`freeze`) and put back in eval mode at every iteration; gradients still flow through it into the generated
-images. MONAI's ``SupervisedTrainer`` / ``GanTrainer`` assume one network with one prediction, hence these
-subclasses of ``monai.engines.Trainer`` with their own ``_iteration``.
+(:func:`scripts.checkpoint.freeze`) and put back in eval mode at every iteration; gradients still flow through it
+into the generated images. MONAI's ``SupervisedTrainer`` / ``GanTrainer`` assume one network with one prediction,
+hence these subclasses of ``monai.engines.Trainer`` with their own ``_iteration``. The explainer's step is one
+function, :func:`simadv_step`, which the speed benchmark (``scripts/perf/training.py``) times as it is.
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 from torch.optim.optimizer import Optimizer
 
+from .checkpoint import freeze
 from .errors import BundleInputError
-from .losses import MaskGeneratorLoss
-from .networks import difference_map
+from .losses import MaskGeneratorLoss, SimAdvLoss
+from .networks import difference_map, is_naive
 
-__all__ = ["freeze", "unwrap_parallel", "loss_output_transform", "SimAdvTrainer", "MaskGeneratorTrainer"]
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Put ``module`` in eval mode and turn off ``requires_grad`` on its parameters; return it."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
+__all__ = [
+    "unwrap_parallel",
+    "loss_output_transform",
+    "backward_and_step",
+    "simadv_step",
+    "SimAdvTrainer",
+    "MaskGeneratorTrainer",
+]
 
 
 def unwrap_parallel(module: nn.Module) -> nn.Module:
@@ -61,8 +62,103 @@ def loss_output_transform(output: dict | list) -> dict[str, torch.Tensor]:
     return {k: v for k, v in output.items() if k == Keys.LOSS or k.startswith("loss_")}
 
 
+def backward_and_step(
+    loss: torch.Tensor,
+    optimizer: Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    after_backward: Callable[[], None] | None = None,
+) -> None:
+    """Backward and optimiser step, through the ``GradScaler`` when one is given (float16 autocast)."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if after_backward is not None:
+            after_backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        optimizer.step()
+
+
+def simadv_step(
+    x: torch.Tensor,
+    generator: nn.Module,
+    classifier: nn.Module,
+    loss_function: Callable,
+    optimizer: Optimizer,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    scaler: torch.amp.GradScaler | None = None,
+    set_to_none: bool = False,
+    network: nn.Module | None = None,
+    on_forward: Callable[[torch.Tensor], None] | None = None,
+    on_loss: Callable[[dict[str, torch.Tensor]], None] | None = None,
+    after_backward: Callable[[], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """One explainer training step (method.md §1-2): the step of :class:`SimAdvTrainer` and of the speed benchmark.
+
+    ``ŷ = argmax f_c(x)`` (no grad), ``(x_s, x_a) = generator(x)``, one classifier call on ``cat([x_s, x_a])`` (the
+    naive variant, :func:`scripts.networks.is_naive`, scores ``x_a`` alone), ``loss_function`` (a
+    :class:`scripts.losses.SimAdvLoss`), backward and one optimiser step. No ``.item()`` or other host read.
+
+    Args:
+        x: the input batch (a plain tensor, already on the device and in the memory format wanted).
+        generator: what is called for ``(x_s, x_a)``: the network, its ``DistributedDataParallel`` wrapper or a
+            ``torch.compile`` of it.
+        classifier: the frozen classifier (or a ``torch.compile`` of it), in eval mode.
+        loss_function, optimizer: the loss and the generator's optimiser (its ``foreach``/``fused`` choice is the
+            optimiser's own).
+        autocast: a context factory for the forward passes (``torch.autocast``; default none).
+        scaler: a ``GradScaler`` for float16 autocast.
+        set_to_none: ``optimizer.zero_grad(set_to_none=...)``.
+        network: the network whose attributes the loss reads (``mode``, ``paired_parameters``); default
+            ``unwrap_parallel(generator)``.
+        on_forward: called with ``ŷ`` once the generator has run (the trainer fires ``FORWARD_COMPLETED``).
+        on_loss: called with the returned dict before the backward pass (the trainer fires ``LOSS_COMPLETED``).
+        after_backward: called between backward and the optimiser step (``BACKWARD_COMPLETED``).
+
+    Returns:
+        ``y_hat``, ``similar``, ``adversarial``, ``explanation`` (:func:`scripts.networks.difference_map`),
+        ``logits_s`` (``f_c(x)`` for the naive variant), ``logits_a`` and every loss term, all detached.
+    """
+    network = unwrap_parallel(generator) if network is None else network
+    optimizer.zero_grad(set_to_none=set_to_none)
+    with autocast():
+        with torch.no_grad():
+            logits = classifier(x)
+        y_hat = logits.argmax(dim=1)
+        x_s, x_a = generator(x)
+        if on_forward is not None:
+            on_forward(y_hat)
+        if is_naive(network, x, x_s):
+            logits_s, logits_a = None, classifier(x_a)
+        else:  # one classifier call on both images: half the kernel launches (the frozen classifier is in eval mode)
+            logits_s, logits_a = classifier(torch.cat([x_s, x_a])).chunk(2)
+    terms = loss_function(x, x_s, x_a, logits_s, logits_a, y_hat, network)
+    out = {
+        "y_hat": y_hat,
+        "similar": x_s.detach(),
+        "adversarial": x_a.detach(),
+        "explanation": difference_map(x_s.detach(), x_a.detach()),
+        "logits_s": (logits if logits_s is None else logits_s).detach(),
+        "logits_a": logits_a.detach(),
+        **{k: v.detach() for k, v in terms.items()},
+    }
+    if on_loss is not None:
+        on_loss(out)
+    backward_and_step(terms[Keys.LOSS], optimizer, scaler, after_backward)
+    return out
+
+
 class _FrozenClassifierTrainer(Trainer):
-    """Shared plumbing: a trained ``generator``, a frozen ``classifier``, AMP (CUDA; CPU in bfloat16) and the step."""
+    """Shared plumbing: a trained ``generator``, a frozen ``classifier``, AMP (CUDA; CPU in bfloat16) and the step.
+
+    ``loss_function=None`` uses the class's :attr:`default_loss`.
+    """
+
+    #: the loss made when none is given.
+    default_loss: Callable[[], Callable]
 
     def __init__(
         self,
@@ -72,7 +168,7 @@ class _FrozenClassifierTrainer(Trainer):
         generator: nn.Module,
         classifier: nn.Module,
         optimizer: Optimizer,
-        loss_function: Callable,
+        loss_function: Callable | None = None,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = default_prepare_batch,
@@ -122,7 +218,7 @@ class _FrozenClassifierTrainer(Trainer):
         self.network = generator  # the trained network, under MONAI's usual name
         self.classifier = freeze(classifier)
         self.optimizer = optimizer
-        self.loss_function = loss_function
+        self.loss_function = type(self).default_loss() if loss_function is None else loss_function
         self.optim_set_to_none = optim_set_to_none
         self.autocast_device: str | None = None  # set by run()
         self.scaler: torch.amp.GradScaler | None = None
@@ -149,7 +245,7 @@ class _FrozenClassifierTrainer(Trainer):
         return torch.autocast(self.autocast_device, **self.amp_kwargs)
 
     def _start(self, batchdata: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Move the batch to the device, set train/eval modes and zero the gradients.
+        """Move the batch to the device and set train/eval modes (the step zeroes the gradients).
 
         Returns ``(x_input, x, label)``: the input as given (possibly a ``MetaTensor``), a plain-tensor view of it
         for computation, and the label or ``None``.
@@ -161,36 +257,31 @@ class _FrozenClassifierTrainer(Trainer):
         x = x_in.as_tensor() if isinstance(x_in, MetaTensor) else x_in
         self.generator.train()
         self.classifier.eval()  # guard: stays frozen even if someone called .train() on it
-        self.optimizer.zero_grad(set_to_none=self.optim_set_to_none)
         return x_in, x, label
 
-    def _optimize(self, loss: torch.Tensor) -> None:
-        """Backward and optimiser step (through the ``GradScaler`` when float16 AMP is on)."""
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            self.optimizer.step()
+    def _forward_completed(self, x_in: torch.Tensor, label: torch.Tensor | None, y_hat: torch.Tensor) -> None:
+        """Open the iteration's output (``image``, ``y_hat``, ``label``) and fire ``FORWARD_COMPLETED``."""
+        self.state.output = {Keys.IMAGE: x_in, "y_hat": y_hat}
+        if label is not None:
+            self.state.output[Keys.LABEL] = label
+        self.fire_event(IterationEvents.FORWARD_COMPLETED)
 
-    def _finish(self, terms: dict[str, torch.Tensor]) -> dict:
-        """Store the detached loss terms in the output, step, and fire the closing events."""
-        self.state.output.update({k: v.detach() for k, v in terms.items()})
+    def _loss_completed(self, values: dict[str, torch.Tensor]) -> None:
+        """Add the detached step values to the output and fire ``LOSS_COMPLETED``."""
+        self.state.output.update(values)
         self.fire_event(IterationEvents.LOSS_COMPLETED)
-        self._optimize(terms[Keys.LOSS])
-        self.fire_event(IterationEvents.MODEL_COMPLETED)
-        return self.state.output
+
+    def _backward_completed(self) -> None:
+        self.fire_event(IterationEvents.BACKWARD_COMPLETED)
 
 
 class SimAdvTrainer(_FrozenClassifierTrainer):
     """Train the similar/adversarial generator pair against a frozen classifier (method.md §1-2).
 
-    One iteration: ``ŷ = argmax f_c(x)`` (no grad), ``(x_s, x_a) = generator(x)``, the classifier scores both (the
-    naive variant reuses ``f_c(x)`` for ``x_s = x``), ``loss_function`` (:class:`scripts.losses.SimAdvLoss`) gives
-    the terms, one optimiser step on the generator.
+    One iteration is :func:`simadv_step`: ``ŷ = argmax f_c(x)`` (no grad), ``(x_s, x_a) = generator(x)``, the
+    classifier scores both in one call (the naive variant reuses ``f_c(x)`` for ``x_s = x``), ``loss_function``
+    (default :class:`scripts.losses.SimAdvLoss`) gives the terms, one optimiser step on the generator; the Ignite
+    events fire around it.
 
     ``engine.state.output`` holds ``image``, ``label`` (if the batch has one), ``y_hat``, ``similar``,
     ``adversarial``, ``explanation`` (``|x_s - x_a|`` summed over channels), ``logits_s``, ``logits_a``, ``loss``
@@ -201,35 +292,25 @@ class SimAdvTrainer(_FrozenClassifierTrainer):
     ``amp_kwargs`` names ``dtype="bfloat16"`` (the dtype may be a string); ``decollate`` defaults to ``False``.
     """
 
+    default_loss = SimAdvLoss
+
     def _iteration(self, engine: SimAdvTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         x_in, x, label = engine._start(batchdata)
-        generator = unwrap_parallel(engine.generator)  # forward through the wrapper, attributes from the network
-        naive_mode = getattr(generator, "mode", None) == "naive"
-        with engine._autocast():
-            with torch.no_grad():
-                logits = engine.classifier(x)
-            y_hat = logits.argmax(dim=1)
-            x_s, x_a = engine.generator(x)
-            naive = naive_mode or x_s is x
-            engine.state.output = {Keys.IMAGE: x_in, "y_hat": y_hat}
-            if label is not None:
-                engine.state.output[Keys.LABEL] = label
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            if naive:
-                logits_s, logits_a = None, engine.classifier(x_a)
-            else:  # one classifier call on both images: half the kernel launches (the frozen classifier is in eval mode)
-                logits_s, logits_a = engine.classifier(torch.cat([x_s, x_a])).chunk(2)
-        terms = engine.loss_function(x, x_s, x_a, logits_s, logits_a, y_hat, generator)
-        engine.state.output.update(
-            {
-                "similar": x_s.detach(),
-                "adversarial": x_a.detach(),
-                "explanation": difference_map(x_s.detach(), x_a.detach()),
-                "logits_s": (logits if logits_s is None else logits_s).detach(),
-                "logits_a": logits_a.detach(),
-            }
+        simadv_step(
+            x,
+            engine.generator,  # forward through a DDP wrapper; the loss reads the attributes of the network inside
+            engine.classifier,
+            engine.loss_function,
+            engine.optimizer,
+            autocast=engine._autocast,
+            scaler=engine.scaler,
+            set_to_none=engine.optim_set_to_none,
+            on_forward=lambda y_hat: engine._forward_completed(x_in, label, y_hat),
+            on_loss=engine._loss_completed,
+            after_backward=engine._backward_completed,
         )
-        return engine._finish(terms)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
 
 
 class MaskGeneratorTrainer(_FrozenClassifierTrainer):
@@ -247,28 +328,10 @@ class MaskGeneratorTrainer(_FrozenClassifierTrainer):
     Args: as :class:`SimAdvTrainer`, plus ``blur_sigma`` (pixels) and ``loss_function=None`` for the default loss.
     """
 
-    def __init__(
-        self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        generator: nn.Module,
-        classifier: nn.Module,
-        optimizer: Optimizer,
-        loss_function: Callable | None = None,
-        blur_sigma: float = 10.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            generator,
-            classifier,
-            optimizer,
-            MaskGeneratorLoss() if loss_function is None else loss_function,
-            **kwargs,
-        )
+    default_loss = MaskGeneratorLoss
+
+    def __init__(self, *args: Any, blur_sigma: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.blur_sigma = float(blur_sigma)
         self._blur: GaussianFilter | None = None
 
@@ -280,17 +343,17 @@ class MaskGeneratorTrainer(_FrozenClassifierTrainer):
 
     def _iteration(self, engine: MaskGeneratorTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         x_in, x, label = engine._start(batchdata)
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with engine._autocast():
             with torch.no_grad():
                 y_hat = engine.classifier(x).argmax(dim=1)
                 blurred = engine.blur(x.float()).to(x.dtype)
             mask = engine.generator(x, y_hat)
-            engine.state.output = {Keys.IMAGE: x_in, "y_hat": y_hat}
-            if label is not None:
-                engine.state.output[Keys.LABEL] = label
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            engine._forward_completed(x_in, label, y_hat)
             logits_preserved = engine.classifier(x * mask + blurred * (1 - mask))
             logits_destroyed = engine.classifier(x * (1 - mask) + blurred * mask)
         terms = engine.loss_function(mask, logits_preserved, logits_destroyed, y_hat)
-        engine.state.output["explanation"] = mask.detach()
-        return engine._finish(terms)
+        engine._loss_completed({"explanation": mask.detach(), **{k: v.detach() for k, v in terms.items()}})
+        backward_and_step(terms[Keys.LOSS], engine.optimizer, engine.scaler, engine._backward_completed)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

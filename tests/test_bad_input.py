@@ -1,16 +1,22 @@
-"""Bad input stops a bundle run with one clear line naming the file or field, and leaves earlier outputs intact."""
+"""Bad input stops a bundle run with one clear line naming the file or field (exit status 1, with or without
+DataLoader workers), and leaves earlier outputs byte-identical."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from conftest import TINY_SIZE, run_bundle
+from conftest import ROOT, TINY_SIZE, bundle_env, run_bundle
 from test_readers import write_dicom
 
 CLASSIFIER = "['configs/common.json','configs/train_classifier.json']"
@@ -40,19 +46,47 @@ def _dataset(root: Path, bad: dict | None = None, split: str = "training") -> Pa
 
 
 def _expect_clear_error(proc, *needles: str) -> None:
-    assert proc.returncode != 0
+    """Exit status 1 (not a signal), one error message (a datalist's lists its entries on indented lines after it),
+    no traceback; the message holds every needle."""
     err = proc.stderr
-    assert "simadv_explainer: error:" in err, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
+    assert proc.returncode == 1, (proc.returncode, err[-3000:])
+    starts = [i for i, line in enumerate(err.splitlines()) if line.startswith("simadv_explainer: error:")]
+    assert len(starts) == 1, err[-3000:]
+    assert "Traceback" not in err + proc.stdout, err[-3000:]
+    message = err[err.index("simadv_explainer: error:"):]
     for needle in needles:
-        assert needle in err, (needle, err[-2000:])
+        assert needle in message, (needle, message)
 
 
-def _run_classifier(root: Path, out: Path, *extra: str):
+def _run_classifier(root: Path, out: Path, *extra: str, workers: int = 0, max_epochs: str = "1",
+                    image_size: str = f"[{TINY_SIZE},{TINY_SIZE}]"):
     return run_bundle(
         "training", CLASSIFIER, "--dataset_dir", str(root), "--output_dir", str(out), "--ckpt_dir", str(out / "models"),
-        "--image_size", f"[{TINY_SIZE},{TINY_SIZE}]", "--num_workers", "0", "--max_epochs", "1", *extra, check=False,
+        "--image_size", image_size, "--num_workers", str(workers), "--max_epochs", max_epochs, *extra, check=False,
     )
+
+
+def _tree_hashes(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``folder`` (empty when it does not exist)."""
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _earlier_outputs(out: Path) -> dict[str, str]:
+    """Outputs of an earlier run in ``out`` (a best checkpoint, a resume state, a metrics file); their hashes."""
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "models" / "classifier.pt").write_bytes(b"an earlier checkpoint")
+    (out / "checkpoints" / "other_last.pt").write_bytes(b"an earlier resume state")
+    (out / "classifier_metrics.json").write_text('{"history": [], "best": null, "key_metric": "val_auc"}')
+    return _tree_hashes(out)
+
+
+def _nifti(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), str(path))
 
 
 def _cases(root: Path) -> dict[str, tuple[dict | None, str, tuple[str, ...]]]:
@@ -63,6 +97,11 @@ def _cases(root: Path) -> dict[str, tuple[dict | None, str, tuple[str, ...]]]:
     write_dicom(root / "images" / "cine.dcm", np.zeros((3, TINY_SIZE, TINY_SIZE), np.uint16), frames=3)
     _png(root / "masks" / "small.png", shape=(TINY_SIZE // 2, TINY_SIZE))
     _png(root / "images" / "two_channel.png", shape=(TINY_SIZE, TINY_SIZE), channels=2)
+    noisy = np.random.default_rng(0).random((TINY_SIZE, TINY_SIZE))
+    _nifti(root / "images" / "nan.nii.gz", np.where(np.arange(noisy.size).reshape(noisy.shape) == 5, np.nan, noisy))
+    _nifti(root / "images" / "inf.nii.gz", np.where(np.arange(noisy.size).reshape(noisy.shape) == 5, np.inf, noisy))
+    _nifti(root / "images" / "constant.nii.gz", np.full((TINY_SIZE, TINY_SIZE), 7.0))
+    _nifti(root / "images" / "volume.nii.gz", np.random.default_rng(1).random((16, 16, 8)))
     return {
         "missing_file": ({"image": "images/nope.png", "label": 0}, "training", ("nope.png",)),
         "unreadable_dicom": ({"image": "images/broken.dcm", "label": 0}, "training", ("broken.dcm",)),
@@ -71,23 +110,31 @@ def _cases(root: Path) -> dict[str, tuple[dict | None, str, tuple[str, ...]]]:
             {"image": "images/training0.png", "label": 1, "mask": "masks/small.png"}, "training", ("small.png",)),
         "label_out_of_range": ({"image": "images/training0.png", "label": 5}, "training", ("label", "5")),
         "wrong_channels": ({"image": "images/two_channel.png", "label": 0}, "training", ("two_channel.png", "channels")),
+        "nan_values": ({"image": "images/nan.nii.gz", "label": 0}, "training", ("nan.nii.gz", "NaN")),
+        "inf_values": ({"image": "images/inf.nii.gz", "label": 1}, "validation", ("inf.nii.gz", "Inf")),
+        "constant_image": ({"image": "images/constant.nii.gz", "label": 0}, "training", ("constant.nii.gz", "constant")),
+        "volume_nifti": ({"image": "images/volume.nii.gz", "label": 0}, "training", ("volume.nii.gz", "3 spatial")),
     }
+
+
+# The cases that ended in SIGABRT (exit 134) after the message with DataLoader workers run with workers (the
+# default 2); the others without.
+WITH_WORKERS = ("unreadable_dicom", "multi_frame_dicom", "mask_size_mismatch", "volume_nifti", "nan_values")
 
 
 @pytest.mark.parametrize(
     "case", ["missing_file", "unreadable_dicom", "multi_frame_dicom", "mask_size_mismatch", "label_out_of_range",
-             "wrong_channels"],
+             "wrong_channels", "nan_values", "inf_values", "constant_image", "volume_nifti"],
 )
 def test_bad_entry_is_named_and_outputs_survive(case, tmp_path):
     root = tmp_path / "data"
     bad, split, needles = _cases(root)[case]
     _dataset(root, bad, split)
     out = tmp_path / "out"
-    (out / "models").mkdir(parents=True)
-    earlier = out / "models" / "classifier.pt"
-    earlier.write_bytes(b"an earlier checkpoint")
-    _expect_clear_error(_run_classifier(root, out), *needles)
-    assert earlier.read_bytes() == b"an earlier checkpoint"
+    before = _earlier_outputs(out)
+    _expect_clear_error(_run_classifier(root, out, workers=2 if case in WITH_WORKERS else 0), *needles)
+    after = _tree_hashes(out)
+    assert {k: after.get(k) for k in before} == before
 
 
 def test_empty_split_and_invalid_json(tmp_path):
@@ -108,3 +155,73 @@ def test_missing_classifier_checkpoint_says_how_to_train_one(tmp_path):
     )
     _expect_clear_error(proc, "classifier.pt", "train_classifier.json")
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_config_values_are_checked_before_anything_runs(tmp_path):
+    """A value a stage cannot take is one line at that stage, and the pipeline refuses it before the classifier."""
+    root = _dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    _expect_clear_error(_run_classifier(root, out, max_epochs="abc"), "max_epochs", "'abc'")
+    _expect_clear_error(_run_classifier(root, out, image_size="[30,30]"), "image_size", "multiple of 8")
+    assert not (out / "models" / "classifier.pt").exists()
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.pipeline", "--dataset_dir", str(root), "--output_dir", str(out),
+         "--image_size", "[100,100]", "--max_epochs", "1", "--num_workers", "0"],
+        cwd=ROOT, env=bundle_env(), capture_output=True, text=True, timeout=300,
+    )
+    _expect_clear_error(proc, "image_size", "[96, 96] or [104, 104]")
+    assert "=== stage" not in proc.stdout  # refused before the first stage started
+    assert not (out / "models").exists()
+
+
+def test_inference_refuses_bad_files_in_one_line_and_reads_rgb(tiny_bundle, tmp_path):
+    """At inference, with DataLoader workers: a broken DICOM and a 3D NIfTI (no mask) are one line each; an RGB
+    PNG export is explained like a grey image."""
+    models = tiny_bundle / "models"
+    common = ["--ckpt_dir", str(models), "--image_size", f"[{TINY_SIZE},{TINY_SIZE}]", "--num_workers", "2"]
+    bad_dicom = tmp_path / "bad_dicom"
+    _png(bad_dicom / "a_good.png")
+    (bad_dicom / "b_broken.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"not really a dicom file")
+    volume = tmp_path / "volume"
+    _nifti(volume / "volume.nii.gz", np.random.default_rng(1).random((16, 16, 8)))
+    for folder, needles in ((bad_dicom, ("b_broken.dcm",)), (volume, ("volume.nii.gz", "3 spatial"))):
+        out = tmp_path / f"out_{folder.name}"
+        proc = run_bundle("run", "configs/inference.json", "--input_dir", str(folder), "--output_dir", str(out),
+                          *common, check=False)
+        _expect_clear_error(proc, *needles)
+    rgb = tmp_path / "rgb"
+    _png(rgb / "export.png", channels=3)
+    out = tmp_path / "out_rgb"
+    run_bundle("run", "configs/inference.json", "--input_dir", str(rgb), "--output_dir", str(out), *common)
+    assert (out / "inference" / "export_explanation.nii.gz").is_file()
+    assert "export.png" in (out / "inference" / "predictions.csv").read_text()
+
+
+# Cross-entropy for the first 3 calls (epoch 1: 4 images in batches of 2; epoch 2's first iteration), then NaN.
+NAN_LOSS_AFTER_3 = ("$lambda p, t, n=[]: (n.append(1) or torch.nn.functional.cross_entropy(p, t.view(-1).long())) "
+                    "* (float('nan') if len(n) > 3 else 1.0)")
+
+
+def test_nan_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path):
+    root = _dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    proc = _run_classifier(root, out, "--batch_size", "2", "--loss", NAN_LOSS_AFTER_3, max_epochs="2")
+    _expect_clear_error(proc, "classifier training stopped", "nan", "epoch 2", "left as they were")
+    best = torch.load(out / "models" / "classifier.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in best["network"].values() if t.is_floating_point())
+    last = torch.load(out / "checkpoints" / "classifier_last.pt", weights_only=True)
+    assert last["trainer"]["iteration"] == 2  # the resume state is epoch 1's (2 iterations), not the diverged one
+    for name, t in last["network"].items():  # and the best is epoch 1's weights
+        assert torch.equal(t, best["network"][name]), name
+    metrics = json.loads((out / "classifier_metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["history"]] == [1]
+
+    # Resuming from it (a finite loss now) says where it resumes, after loading, and trains epoch 2.
+    proc = _run_classifier(root, out, "--batch_size", "2", max_epochs="2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    trainer_log = [line for line in log.splitlines() if "SupervisedTrainer" in line]
+    assert not [line for line in trainer_log if "resuming from iteration 0, epoch 0" in line], trainer_log
+    assert "classifier_last.pt: 1 of 2 epochs done (iteration 2); training continues at epoch 2" in log
+    metrics = json.loads((out / "classifier_metrics.json").read_text(), parse_constant=pytest.fail)
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2]

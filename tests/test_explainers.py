@@ -20,11 +20,11 @@ from scripts.explainers import (
     GradCAMExplainer,
     GradientExplainer,
     MaskGeneratorExplainer,
-    NaiveExplainer,
+    RandomExplainer,
     SimAdvExplainer,
     TTAExplainer,
 )
-from scripts.explainers.bbmp import tv_norm
+from scripts.losses import total_variation
 from scripts.explainers.tta import warp
 
 MIXED = torch.tensor([0, 1, 1, 0])
@@ -116,6 +116,15 @@ class AffineGenerator(nn.Module):
         return x + 1, self.scale * x
 
 
+class NaiveAffineGenerator(AffineGenerator):
+    """The naive layout of AffineGenerator: x_s = x itself, x_a = 2x (golden map |x|)."""
+
+    mode = "naive"
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, self.scale * x
+
+
 class ClassMaskNet(nn.Module):
     """Class-conditioned stand-in: mask sigmoid(x) for class 1, 1 - sigmoid(x) for class 0."""
 
@@ -163,7 +172,7 @@ def all_explainers(net: nn.Module) -> dict[str, Explainer]:
         "gradcam": GradCAMExplainer(net),
         "bbmp": BBMPExplainer(net, mask_size=8, iterations=3, blur_sigma=2.0),
         "simadv": SimAdvExplainer(net, AffineGenerator()),
-        "naive": NaiveExplainer(net, AffineGenerator()),
+        "naive": SimAdvExplainer(net, NaiveAffineGenerator()),
         "maskgen": MaskGeneratorExplainer(net, ClassMaskNet()),
         "tta_gradcam": TTAExplainer(GradCAMExplainer(net), num_augmentations=2),
         "tta_simadv": TTAExplainer(SimAdvExplainer(net, AffineGenerator()), num_augmentations=2),
@@ -279,10 +288,13 @@ def test_gradient_golden_on_linear_classifier() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- BBMP
-def test_bbmp_tv_norm_golden_and_range() -> None:
+def test_bbmp_total_variation_golden_and_range() -> None:
     m = torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]])
     # horizontal diffs: |1|, |0| -> mean of ^3 = 0.5; vertical diffs: |1|, |0| -> 0.5
-    torch.testing.assert_close(tv_norm(m, 3.0), torch.tensor([1.0]))
+    torch.testing.assert_close(total_variation(m, 3.0, per_sample=True), torch.tensor([1.0]))
+    batch = torch.cat([m, torch.zeros_like(m)])  # per sample: [1, 0]; over the batch: the mean of the two
+    torch.testing.assert_close(total_variation(batch, 3.0, per_sample=True), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(total_variation(batch, 3.0), torch.tensor(0.5))
     net = BrightSquareNet()
     x, _ = square_batch(2)
     out = BBMPExplainer(net, mask_size=8, iterations=5, blur_sigma=2.0)(x, torch.ones(2, dtype=torch.long))
@@ -306,7 +318,7 @@ def test_simadv_and_naive_golden_and_no_classifier_call() -> None:
     gen = AffineGenerator().train()
     ours = SimAdvExplainer(classifier, gen)(x)
     torch.testing.assert_close(ours, (1 - x).abs().sum(1, keepdim=True))  # |(x+1) - 2x|
-    naive = NaiveExplainer(classifier, gen)(x)
+    naive = SimAdvExplainer(classifier, NaiveAffineGenerator())(x)  # the Naive row: ours on a naive generator
     torch.testing.assert_close(naive, x.abs().sum(1, keepdim=True))  # |x - 2x|
     assert classifier.calls == 0 and gen.training  # own decision: no prediction needed; mode restored
     torch.testing.assert_close(SimAdvExplainer(classifier, gen)(x, torch.tensor([1, 0, 1])), ours)  # class ignored
@@ -411,3 +423,15 @@ def test_3d_smoke() -> None:
     mean, std = TTAExplainer(IdentityExplainer(net), num_augmentations=2).explain_with_uncertainty(x)
     assert_valid_map(mean, x) and (std >= 0).all()
     assert_no_hooks(net)
+
+
+def test_random_explainer_is_seeded_and_runs_no_network() -> None:
+    """The benchmark's random reference: the same uniform map at every call and on every batch position of a seed,
+    without running the classifier."""
+    classifier = CallCounter(tiny_densenet())
+    x = torch.rand(2, 1, 8, 8)
+    first = RandomExplainer(classifier, seed=3)(x)
+    assert_valid_map(first, x)
+    torch.testing.assert_close(RandomExplainer(classifier, seed=3)(x * 0), first)  # independent of the image
+    assert not torch.equal(RandomExplainer(classifier, seed=4)(x), first)
+    assert first.min() >= 0 and first.max() < 1 and classifier.calls == 0

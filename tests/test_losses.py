@@ -18,9 +18,11 @@ from scripts.losses import (  # noqa: E402
     MaskGeneratorLoss,
     SimAdvLoss,
     adversarial_classification_loss,
+    closeness_loss,
     distance_loss,
     parameter_distance,
     regularization_loss,
+    regularization_terms,
     similar_classification_loss,
     similarity_loss,
     total_variation,
@@ -177,6 +179,33 @@ def test_simadv_loss_gradient_reaches_generator_params():
     out["loss"].backward()
     # d/dθ_s ||θ_s - θ_a||^2 = 2 (θ_s - θ_a) = (2, 4, 4)
     assert torch.allclose(gen.p_s.grad, torch.tensor([2.0, 4.0, 4.0]))
+
+
+def test_simadv_loss_terms_are_the_term_functions():
+    """SimAdvLoss's terms are similarity_loss, the parts of regularization_loss and the two CEs, to the bit; the
+    weighted total is the weighted sum of those terms (so a change of a term function changes the objective)."""
+    g = torch.Generator().manual_seed(0)
+    x, x_s, x_a = (torch.rand(3, 1, 8, 8, generator=g) for _ in range(3))
+    logits_s, logits_a, y_hat = torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g), torch.tensor([0, 1, 1])
+    loss = SimAdvLoss(alpha=1.0, lambda_s=1.0, lambda_a=2.0, closeness_weight=0.3, tv_weight=2.0)
+    out = loss(x, x_s, x_a, logits_s, logits_a, y_hat)
+    assert torch.equal(out["loss_d"], similarity_loss(x, x_s, x_a))
+    reg = regularization_terms(x_s, x_a)
+    assert torch.equal(out["loss_close"], reg["loss_close"]) and torch.equal(out["loss_close"], closeness_loss(x_s, x_a))
+    assert torch.equal(out["loss_tv"], reg["loss_tv"])
+    assert torch.equal(out["loss_s"], similar_classification_loss(logits_s, y_hat))
+    assert torch.equal(out["loss_a"], adversarial_classification_loss(logits_a, y_hat))
+    reg_total = regularization_loss(x_s, x_a, closeness_weight=0.3, tv_weight=2.0)
+    assert out["loss"].item() == pytest.approx((out["loss_d"] + out["loss_s"] + 2 * out["loss_a"] + reg_total).item())
+    naive = loss(x, x, x_a, None, logits_a, y_hat)
+    assert torch.equal(naive["loss_d"], similarity_loss(x, None, x_a)) and naive["loss_s"].item() == 0.0
+
+
+def test_total_variation_per_sample():
+    t = torch.stack([X4[0], ZERO[0], 2 * X4[0]])  # (3, 1, 2, 2)
+    torch.testing.assert_close(total_variation(t, per_sample=True), torch.tensor([5.0, 0.0, 10.0]))
+    torch.testing.assert_close(total_variation(t), torch.tensor(5.0))  # the mean over the batch
+    assert total_variation(torch.zeros(2, 1, 1, 1), per_sample=True).shape == (2,)
 
 
 def test_mask_generator_loss_golden():

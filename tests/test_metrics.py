@@ -26,10 +26,12 @@ from scripts.metrics import (
     PercentileIoUMetric,
     PooledAveragePrecision,
     PooledAveragePrecisionMetric,
+    PrecisionRecallCurveMetric,
     compute_localization_auc,
     compute_percentile_iou,
     compute_pooled_average_precision,
     compute_precision_recall_curves,
+    percentile_thresholds,
 )
 
 PCTS = (80, 85, 90, 95, 98)
@@ -317,3 +319,48 @@ def test_cuda_device_agnostic():
     assert compute_pooled_average_precision(maps.cuda(), masks.cuda(), subsample=100) == pytest.approx(
         compute_pooled_average_precision(maps, masks, subsample=100)
     )
+
+
+def test_precision_recall_curve_metric_is_the_mean_over_images_with_a_lesion():
+    """The Cumulative curve metric equals the benchmark's former collector on a hand-made case: per batch, the sums of
+    the per-image curves over the images with a lesion, then their sum divided by the count (two batches, one image
+    without a lesion, which is left out)."""
+    maps = [ramp(), ramp().flip(-1), torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))]
+    masks = [mask_of([15, 14, 11]), mask_of([0, 1]), torch.zeros(1, 1, 4, 4)]
+    batches = [(torch.cat(maps[:2]), torch.cat(masks[:2])), (maps[2], masks[2]), (ramp(), mask_of([3]))]
+    metric = PrecisionRecallCurveMetric()
+    sum_p = sum_r = None
+    count = 0
+    for y_pred, y in batches:
+        metric(y_pred=y_pred, y=y)
+        p, r = compute_precision_recall_curves(y_pred, y)  # the former collector's update
+        valid = ~torch.isnan(p).any(dim=1)
+        if valid.any():
+            sum_p = p[valid].sum(0) if sum_p is None else sum_p + p[valid].sum(0)
+            sum_r = r[valid].sum(0) if sum_r is None else sum_r + r[valid].sum(0)
+            count += int(valid.sum())
+    curves = metric.aggregate()
+    assert curves.shape == (2, len(LOC_PERCENTILES)) and count == 3
+    torch.testing.assert_close(curves[0], sum_p / count)
+    torch.testing.assert_close(curves[1], sum_r / count)
+    # hand check at the first threshold (percentile 100: the maximum alone): precision 1, 0, 0; recall 1/3, 0, 0
+    assert curves[0, 0].item() == pytest.approx(1 / 3) and curves[1, 0].item() == pytest.approx(1 / 9)
+    assert torch.allclose(curves[1, -1], torch.tensor(1.0))  # percentile 0 keeps every pixel: recall 1
+    empty = PrecisionRecallCurveMetric()
+    empty(y_pred=ramp(), y=torch.zeros(1, 1, 4, 4))
+    assert torch.isnan(empty.aggregate()).all()  # no image with a lesion: no curve (the benchmark reports [])
+
+
+def test_percentile_thresholds_are_numpys_linear_percentiles():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(2, 1, 7, 5, generator=g, dtype=torch.float64)
+    pct = (0, 12.5, 50, 90, 98, 100)
+    out = percentile_thresholds(maps, pct)
+    expected = np.stack([np.percentile(m.numpy().ravel(), pct) for m in maps])
+    np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-15)
+    assert out.shape == (2, 6) and out.dtype == torch.float64
+    assert percentile_thresholds(ramp(), [50]).item() == pytest.approx(7.5)
+    with pytest.raises(BundleInputError, match="percentiles"):
+        percentile_thresholds(ramp(), [101])

@@ -137,7 +137,7 @@ def _fake_results() -> dict:
 
 
 def test_benchmark_metrics_are_flat_and_valid_mlflow_names():
-    from scripts.benchmark import benchmark_metrics
+    from scripts.tracking import benchmark_metrics
 
     flat = benchmark_metrics(_fake_results())
     assert flat["Mask_Generator/iou_90"] == 0.5 and flat["Mask_Generator_TTA/ap"] == 0.45

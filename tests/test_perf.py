@@ -160,7 +160,7 @@ def test_strict_float32_fast_path_on_cuda():
 
 
 def test_sync_counter_ignores_the_prototype_notice():
-    """The notice PyTorch prints once when the sync debug mode is switched on is not a sync (the H200 run counted it)."""
+    """The notice PyTorch prints once when the sync debug mode is switched on is not a sync."""
     from scripts.perf.training import is_host_sync_warning
 
     notice = ("Synchronization debug mode is a prototype feature and does not yet detect all synchronizing "
@@ -182,6 +182,29 @@ def test_explainer_training_step_has_no_host_sync_on_cuda(options):
     step()
     syncs = count_host_syncs(step, device)
     assert syncs["flagged"] == 0, syncs
+
+
+def test_explainer_training_step_is_the_trainers_step(monkeypatch):
+    """The benchmark's explainer step runs scripts.trainer.simadv_step (the step of every SimAdvTrainer iteration)
+    on its generator, with one classifier call on both generated images."""
+    import scripts.perf.training as training
+    from scripts.perf.methods import build_networks
+
+    device = torch.device("cpu")
+    nets = build_networks(device, SIZE, modes=("single",))
+    seen = []
+
+    def spy(x, generator, classifier, *args, **kwargs):
+        seen.append((generator, kwargs["network"]))
+        return simadv_step(x, generator, classifier, *args, **kwargs)
+
+    from scripts.trainer import simadv_step
+
+    monkeypatch.setattr(training, "simadv_step", spy)
+    step = training.make_explainer_step(device, _input(2), nets.classifier, "single", training.TrainOptions())
+    first, second = step(), step()
+    assert len(seen) == 2 and seen[0][0] is seen[0][1] and seen[0][1].mode == "single"
+    assert torch.isfinite(first) and not torch.equal(first, second)  # the generator trains between the calls
 
 
 def test_training_steps_update_weights_on_cpu():
@@ -277,3 +300,7 @@ def test_fast_explainer_plugs_into_the_explainer_interface_and_tta():
     assert relative_l2_error(got, expected) <= TOLERANCES["channels_last"]
     with pytest.raises(ValueError, match="expected a batch"):
         fast(torch.rand(SIZE, SIZE))
+    calls = []
+    fast.compute_map = lambda x, class_idx: calls.append(class_idx) or torch.zeros(x.shape[0], 1, *x.shape[2:])
+    assert fast(x).shape == (x.shape[0], 1, *x.shape[2:]) and calls == [None]  # the call goes through the template
+    assert fast.networks() == ()  # its generator copy stays in eval mode: nothing to switch per call

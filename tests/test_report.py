@@ -123,9 +123,39 @@ def test_bold_best_per_column_plain_and_tta_separately(tmp_path):
     assert t2["Ours"][3] == "**0.0512** / 0.600"
     assert t2["GradCAM"][3] == "0.780 / **0.0100**"
     assert t2["BBMP"][3] == "17.1"
-    assert t2["Naive"][3] == "1234 / **0.0100**"  # tie on the tta time: both bold
+    assert t2["Naive"][3] == "1234 / 0.0100"  # an ablation of ours: shown, never bold in the time column
     assert t2["*Mask (ceiling)*"][3] == "*–*"
     assert "compared separately" in md
+
+
+def test_speed_is_judged_without_the_naive_ablation():
+    """Naive (ours without the similar head) can only be faster than ours: its time stands beside ours, with the
+    reason, and the fastest method is judged among the others."""
+    results = fake_results()
+    results["methods"]["Naive"]["plain"]["seconds_per_image"] = 0.0301  # faster than everything
+    md = markdown_tables(results)
+    t2 = table_rows(md.split("**Table 2")[1])
+    assert t2["Naive"][3] == "0.0301 / 0.0100" and t2["Ours"][3].startswith("**0.0512**")
+    note = md.split("Speed (no augmentation)")[1]
+    assert "judged among GradCAM, BBMP, Ours: **Ours**, 0.0512 s per image" in note
+    assert "Naive (0.0301 s) is shown beside Ours (0.0512 s)" in note and "can only be faster" in note
+    del results["methods"]["Ours"]
+    assert "**GradCAM**, 0.780 s" in markdown_tables(results) and "beside" not in markdown_tables(results)
+    for row in results["methods"].values():
+        for rec in filter(None, row.values()):
+            rec["seconds_per_image"] = None
+    assert "Speed (no augmentation)" not in markdown_tables(results)
+
+
+def test_paper_numbers_are_data_beside_the_module():
+    """The paper's numbers are read from scripts/paper_tables.json, in the schema of the measured results."""
+    from pathlib import Path
+
+    import scripts.report
+
+    data = json.loads(Path(scripts.report.__file__).with_name("paper_tables.json").read_text(encoding="utf-8"))
+    assert data == PAPER_RESULTS and data["percentiles"] == PCTS
+    assert all(set(r["plain"]) == {"iou", "auc_total", "auc_partial", "seconds_per_image"} for r in data["methods"].values())
 
 
 def test_figures_are_pngs(tmp_path):
@@ -201,8 +231,8 @@ def test_timing_cycles_until_the_minimum_time_and_reports_the_median():
     of those calls (the warm-up call is not timed). The report names the count and the minimum."""
     import time
 
-    from scripts.benchmark import LocalizationBenchmark
     from scripts.report import _timing_note
+    from scripts.timing import time_in_turns
 
     calls: list[float] = []
 
@@ -212,13 +242,11 @@ def test_timing_cycles_until_the_minimum_time_and_reports_the_median():
         return x
 
     images = [torch.full((1, 1, 4, 4), float(i)) for i in range(3)]
-    bench = LocalizationBenchmark(torch.nn.Identity(), {}, [], "cpu", "unused", timing_min_seconds=0.0)
-    assert 0.002 <= bench.time_methods({"m": explainer}, images)["m"] < 0.5
+    assert 0.002 <= time_in_turns({"m": explainer}, images, "cpu", min_seconds=0.0)["m"] < 0.5
     assert calls == [0.0, 0.0, 1.0, 2.0]  # warm-up, then each image once
 
     calls.clear()
-    bench.timing_min_seconds = 0.05
-    bench.time_methods({"m": explainer}, images)
+    time_in_turns({"m": explainer}, images, "cpu", min_seconds=0.05)
     assert 3 < len(calls) - 1 <= 0.05 / 0.002 + 3  # past one round, and stopped once 0.05 s were measured
     assert calls[1:7] == [0.0, 1.0, 2.0, 0.0, 1.0, 2.0]  # cycled in turn
 
@@ -228,11 +256,11 @@ def test_timing_cycles_until_the_minimum_time_and_reports_the_median():
 
 
 def test_methods_are_timed_in_turns():
-    """time_methods: after a warm-up call each, the methods take turns call by call on the same image; each stays in
+    """time_in_turns: after a warm-up call each, the methods take turns call by call on the same image; each stays in
     the rounds until its own calls add up to the minimum time, so the fast one makes more calls."""
     import time
 
-    from scripts.benchmark import LocalizationBenchmark
+    from scripts.timing import time_in_turns
 
     log: list[tuple[str, float]] = []
 
@@ -244,8 +272,8 @@ def test_methods_are_timed_in_turns():
         return explain
 
     images = [torch.full((1, 1, 4, 4), float(i)) for i in range(2)]
-    bench = LocalizationBenchmark(torch.nn.Identity(), {}, [], "cpu", "unused", timing_min_seconds=0.03)
-    seconds = bench.time_methods({("fast", "plain"): method("fast", 0.001), ("slow", "tta"): method("slow", 0.012)}, images)
+    methods = {("fast", "plain"): method("fast", 0.001), ("slow", "tta"): method("slow", 0.012)}
+    seconds = time_in_turns(methods, images, "cpu", min_seconds=0.03)
     assert set(seconds) == {("fast", "plain"), ("slow", "tta")}
     assert seconds[("fast", "plain")] < seconds[("slow", "tta")]
     assert log[:6] == [("fast", 0.0), ("slow", 0.0), ("fast", 0.0), ("slow", 0.0), ("fast", 1.0), ("slow", 1.0)]

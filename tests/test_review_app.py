@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -75,14 +74,16 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def http(method: str, url: str, fields: dict[str, str] | None = None, files: dict[str, tuple[str, bytes]] | None = None):
-    """``(status, body bytes)`` of one request; a multipart form when fields/files are given."""
-    data, headers = None, {}
+def http(method: str, url: str, fields: dict[str, str] | None = None, files: dict[str, tuple[str, bytes]] | None = None,
+         headers: dict[str, str] | None = None, body: bytes | None = None):
+    """``(status, body bytes)`` of one request; a multipart form when fields/files are given, else ``body``."""
+    data, headers = body, dict(headers or {})
     if fields is not None or files:
         boundary = uuid.uuid4().hex
         parts = []
         for k, v in (fields or {}).items():
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
+            value = v if isinstance(v, bytes) else v.encode()
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'.encode() + value + b"\r\n")
         for k, (name, content) in (files or {}).items():
             head = f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{name}"\r\n'
             parts.append(head.encode() + b"Content-Type: application/octet-stream\r\n\r\n" + content + b"\r\n")
@@ -94,6 +95,50 @@ def http(method: str, url: str, fields: dict[str, str] | None = None, files: dic
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def launch_server(studies: Path, runtime: Path, models: Path, env: dict[str, str] | None = None,
+                  host: str = "127.0.0.1") -> SimpleNamespace:
+    """Start the review server (a process group of its own) on a free port; :func:`wait_until_up`, :func:`stop`."""
+    python = review_python()
+    port = free_port()
+    cmd = [
+        str(python), "-m", "monailabel.main", "start_server", "--app", str(ROOT / "review_app"),
+        "--studies", str(studies), "--host", host, "--port", str(port),
+        "--conf", "models", str(models),
+        "--conf", "overrides", json.dumps({"image_size": [TINY_SIZE, TINY_SIZE]}),
+    ]
+    full_env = dict(os.environ, SIMADV_REVIEW_RUNTIME=str(runtime), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
+    full_env.pop("PYTHONPATH", None)  # the app puts the bundle root on sys.path itself
+    full_env.pop("SIMADV_REVIEW_TOKEN", None)
+    full_env.update(env or {})
+    log_path = runtime / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return SimpleNamespace(proc=proc, port=port, url=f"http://127.0.0.1:{port}", studies=studies, runtime=runtime,
+                           python=python, log_path=log_path, log=log, started=time.monotonic())
+
+
+def wait_until_up(server: SimpleNamespace, headers: dict[str, str] | None = None) -> None:
+    """Until ``/info/`` answers 200 (the test fails if the server exits or takes over STARTUP_TIMEOUT_S)."""
+    while True:
+        if server.proc.poll() is not None:
+            pytest.fail(f"review server exited ({server.proc.returncode}):\n{server.log_path.read_text()[-5000:]}",
+                        pytrace=False)
+        if port_open(server.port) and http("GET", f"{server.url}/info/", headers=headers)[0] == 200:
+            break
+        if time.monotonic() - server.started > STARTUP_TIMEOUT_S:
+            pytest.fail(f"review server not up after {STARTUP_TIMEOUT_S} s:\n{server.log_path.read_text()[-5000:]}")
+        time.sleep(0.5)
+    server.startup_s = time.monotonic() - server.started
+
+
+def stop(server: SimpleNamespace) -> None:
+    """Kill the server's process group (by its PID) if it still runs."""
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=30)
+    server.log.close()
 
 
 def levels_of(explanation: np.ndarray, percentiles=PERCENTILES) -> np.ndarray:
@@ -118,7 +163,6 @@ def png(path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def review(tiny_data, tiny_bundle, tmp_path_factory):
     """The running server (studies: three tiny test images and a broken PNG) and the bundle's inference on them."""
-    python = review_python()
     studies = tmp_path_factory.mktemp("review_studies")
     inputs = tmp_path_factory.mktemp("review_inputs")
     runtime = tmp_path_factory.mktemp("review_runtime")
@@ -132,41 +176,17 @@ def review(tiny_data, tiny_bundle, tmp_path_factory):
         ids.append(src.stem)
     (studies / "broken.png").write_bytes(b"this is not a PNG file")
 
-    port = free_port()
-    cmd = [
-        str(python), "-m", "monailabel.main", "start_server", "--app", str(ROOT / "review_app"),
-        "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "models", str(tiny_bundle / "models"),
-        "--conf", "overrides", json.dumps({"image_size": [TINY_SIZE, TINY_SIZE]}),
-    ]
-    env = dict(os.environ, SIMADV_REVIEW_RUNTIME=str(runtime), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
-    env.pop("PYTHONPATH", None)  # the app puts the bundle root on sys.path itself
-    log_path = runtime / "server.log"
-    log = open(log_path, "w")
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    ns = SimpleNamespace(proc=proc, port=port, url=f"http://127.0.0.1:{port}", studies=studies, runtime=runtime,
-                         ids=ids, python=python, log_path=log_path, reference=runtime / "reference")
+    ns = launch_server(studies, runtime, tiny_bundle / "models")
+    ns.ids, ns.reference = ids, runtime / "reference"
     try:
         # meanwhile (the server takes a while to import), the bundle's own inference on the same images
         run_bundle("run", "configs/inference.json", *tiny_overrides(tiny_data, runtime / "bundle_out"),
                    "--ckpt_dir", str(tiny_bundle / "models"), "--input_dir", str(inputs),
                    "--save_generated", "true", "--inference_dir", str(ns.reference))
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"review server exited ({proc.returncode}):\n{log_path.read_text()[-5000:]}", pytrace=False)
-            if port_open(port) and http("GET", f"{ns.url}/info/")[0] == 200:
-                break
-            if time.monotonic() - started > STARTUP_TIMEOUT_S:
-                pytest.fail(f"review server not up after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-5000:]}")
-            time.sleep(0.5)
-        ns.startup_s = time.monotonic() - started
+        wait_until_up(ns)
         yield ns
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
+        stop(ns)
 
 
 def client(review, job: dict) -> dict:
@@ -344,7 +364,8 @@ def test_bad_requests_answer_4xx_and_the_server_keeps_serving(review):
         (infer(f"explain?image={image}", {"output_image": "saliency"}), 400, "output_image"),
         (infer(f"explain?image={image}", {"output_image": "heatmap", "result_extension": ".png"}), 400, "uint8"),
         (infer(f"segmentation?image={image}"), 404, "unknown model 'segmentation'"),
-        (infer(f"explain?image={ROOT / 'README.md'}"), 403, "not a server path"),
+        (infer(f"explain?image={ROOT / 'README.md'}"), 400, "not a path"),
+        (infer("explain?image=..%2F..%2Fetc"), 400, "bad image id"),
     ]
     small = _png_bytes(np.zeros((TINY_SIZE // 2, TINY_SIZE // 2), np.uint8))
     status, body = http("PUT", f"{url}/datastore/label?image=no_such_image&tag=final", fields={"params": "{}"},
@@ -358,7 +379,8 @@ def test_bad_requests_answer_4xx_and_the_server_keeps_serving(review):
         assert http("GET", f"{url}/info/")[0] == 200  # still serving
     status, _ = http("POST", f"{url}/infer/explain?image={image}&output=json", fields={"params": "{}"})
     assert status == 200
-    assert not any((review.runtime / "tmp").glob("tmp*")), "failed uploads must not leave temp files"
+    assert not [p for p in (review.runtime / "tmp").iterdir() if not p.name.startswith("explain_")], \
+        "failed uploads must not leave temp files"
 
 
 def _png_bytes(array: np.ndarray) -> bytes:

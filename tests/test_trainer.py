@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.losses import MASK_TERMS, SIMADV_TERMS, MaskGeneratorLoss, SimAdvLoss  # noqa: E402
 from scripts.networks import GENERATOR_MODES, MaskGeneratorNet, SimAdvGenerator  # noqa: E402
-from scripts.trainer import MaskGeneratorTrainer, SimAdvTrainer, freeze, loss_output_transform  # noqa: E402
+from scripts.checkpoint import freeze  # noqa: E402
+from scripts.trainer import MaskGeneratorTrainer, SimAdvTrainer, loss_output_transform, simadv_step  # noqa: E402
 
 TINY = {"channels": (4, 8, 16), "strides": (2, 2)}
 
@@ -88,6 +89,24 @@ def test_simadv_trainer_runs_each_mode(mode):
     assert set(loss_output_transform(out)) == {*SIMADV_TERMS, "loss"}
 
 
+@pytest.mark.parametrize("mode", ["single", "naive"])
+def test_trainer_iteration_is_the_one_step(mode):
+    """An iteration of SimAdvTrainer is simadv_step (the step the speed benchmark times): from the same weights and
+    batches, the trainer and the bare step leave bit-identical generators and outputs."""
+    gen = SimAdvGenerator(mode, **TINY)
+    clf = tiny_classifier().eval()
+    gen_step = copy.deepcopy(gen)
+    trainer = SimAdvTrainer("cpu", 1, batches(2), gen, clf, torch.optim.Adam(gen.parameters(), lr=1e-2))  # default loss
+    assert isinstance(trainer.loss_function, SimAdvLoss)
+    trainer.run()
+    optimizer, loss = torch.optim.Adam(gen_step.parameters(), lr=1e-2), SimAdvLoss()
+    for batch in batches(2):
+        out = simadv_step(batch["image"], gen_step.train(), clf, loss, optimizer)
+    assert all(torch.equal(a, b) for a, b in zip(gen.state_dict().values(), gen_step.state_dict().values()))
+    for key in ("y_hat", "similar", "adversarial", "explanation", "logits_s", "logits_a", *SIMADV_TERMS, "loss"):
+        assert torch.equal(trainer.state.output[key], out[key]), key
+
+
 def test_simadv_trainer_without_labels_and_amp_on_cpu():
     clf = tiny_classifier()
     gen = SimAdvGenerator("single", **TINY)
@@ -140,9 +159,9 @@ def test_mask_generator_trainer_runs():
         generator=net,
         classifier=clf,
         optimizer=torch.optim.Adam(net.parameters(), lr=1e-2),
-        loss_function=MaskGeneratorLoss(),
         blur_sigma=2.0,
     )
+    assert isinstance(trainer.loss_function, MaskGeneratorLoss) and trainer.blur_sigma == 2.0  # the default loss
     trainer.run()
     assert trainer.state.iteration == 2
     out = trainer.state.output

@@ -2,7 +2,10 @@
 
 The task builds the classifier, the generator, the explainer and the preprocessing from ``configs/inference.json``
 (MONAI ``ConfigParser``, the trained weights under ``models/``), exactly as ``python -m monai.bundle run --config_file
-configs/inference.json`` does, and for one image returns:
+configs/inference.json`` does: the study is read by the config's ``read_transforms`` (its own size and affine kept)
+and brought to the network by ``resize_transforms`` + ``type_transforms``; the bundle's evaluation step
+(:func:`scripts.evaluator.evaluation_step`, the one ``ExplanationEvaluator`` runs) explains it. For one image it
+returns:
 
 * the **label** (default ``output_image="levels"``): the explanation map cut into discrete levels, label ``K`` for
   the pixels at or above the image's own first percentile (top 2 % by default), ``K-1`` for the next band, down to
@@ -111,11 +114,14 @@ def level_names(percentiles: Sequence[float]) -> dict[str, int]:
 def explanation_levels(explanation: np.ndarray, percentiles: Sequence[float]) -> tuple[np.ndarray, list[float]]:
     """Cut one map into levels: ``label = #{p : E >= percentile_p(E)}`` (uint8), and the thresholds (high to low).
 
-    Thresholds are the image's own percentiles with linear interpolation (``np.percentile``'s default, as
-    ``scripts.metrics``); ties at a threshold are kept, so a constant map is all top level.
+    Thresholds are the image's own percentiles with linear interpolation, cut by
+    :func:`scripts.metrics.percentile_thresholds` (the benchmark's); ties at a threshold are kept, so a constant
+    map is all top level.
     """
+    from scripts.metrics import percentile_thresholds  # the benchmark's own percentile cut
+
     e = np.asarray(explanation, dtype=np.float64)
-    thresholds = [float(t) for t in np.percentile(e.ravel(), list(percentiles))]
+    thresholds = percentile_thresholds(torch.from_numpy(e)[None], list(percentiles))[0].tolist()
     levels = np.zeros(e.shape, dtype=np.uint8)
     for t in thresholds:
         levels += (e >= t).astype(np.uint8)
@@ -139,6 +145,15 @@ def _cwd(path: Path):
         yield
     finally:
         os.chdir(previous)
+
+
+def _shown_path(path: str | os.PathLike, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it, else its file name (clients never see server paths)."""
+    real = Path(os.path.realpath(path))
+    try:
+        return str(real.relative_to(Path(os.path.realpath(root))))
+    except ValueError:
+        return real.name
 
 
 def _resize(t: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
@@ -193,6 +208,7 @@ class ExplainTask(InferTask):
     # ------------------------------------------------------------------------------------------------ loading
     def _load(self) -> None:
         from monai.bundle import ConfigParser
+        from monai.transforms import Compose
 
         import scripts  # noqa: F401  (the configs' "$import scripts")
         from scripts.errors import find_input_error
@@ -211,7 +227,12 @@ class ExplainTask(InferTask):
                 self.generator = parser.get_parsed_content("generator")
                 explainer = parser.get_parsed_content("explainer")
                 self.tta = dict(parser.get_parsed_content("tta"))
-                self.preprocessing = parser.get_parsed_content("preprocessing")
+                # the image is read at its own size (its affine kept), then brought to the network's size
+                self._load_transforms = Compose(parser.get_parsed_content("read_transforms"))
+                self._to_network = Compose(
+                    list(parser.get_parsed_content("resize_transforms"))
+                    + list(parser.get_parsed_content("type_transforms"))
+                )
                 self.input_size = [int(s) for s in parser.get_parsed_content("input_size")]
                 self.num_classes = int(parser.get_parsed_content("explained_num_classes"))
                 self.amp = bool(parser.get_parsed_content("amp"))
@@ -228,16 +249,12 @@ class ExplainTask(InferTask):
         self.base_explainer = explainer.explainer if isinstance(explainer, TTAExplainer) else explainer
         self.default_tta = int(self.tta.get("num_augmentations", 0) or 0)
         self.class_names = self._class_names()
+        self.model_paths = {"explainer": explainer_path, "classifier": classifier_path}
+        # shown to clients: the path relative to the bundle (else the file name), never the server's absolute path
         self.model_files = {
-            name: {"path": str(path), "sha256": _sha256(path)[:16]}
-            for name, path in (("explainer", explainer_path), ("classifier", classifier_path))
+            name: {"path": _shown_path(path, self.bundle_root), "sha256": _sha256(path)[:16]}
+            for name, path in self.model_paths.items()
         }
-        # split the preprocessing where it starts resizing: the loaded image keeps its own size and affine
-        from monai.transforms import Compose, Resized
-
-        transforms = list(self.preprocessing.transforms)
-        cut = next((i for i, t in enumerate(transforms) if isinstance(t, Resized)), len(transforms))
-        self._load_transforms, self._to_network = Compose(transforms[:cut]), Compose(transforms[cut:])
 
     def _class_names(self) -> list[str]:
         import json
@@ -252,10 +269,11 @@ class ExplainTask(InferTask):
         return [f"class {k}" for k in range(self.num_classes)]
 
     def is_valid(self) -> bool:
-        return all(Path(f["path"]).is_file() for f in self.model_files.values())
+        return all(Path(p).is_file() for p in self.model_paths.values())
 
-    def get_path(self, validate: bool = True):
-        return [f["path"] for f in self.model_files.values()]
+    def get_path(self, validate: bool = True) -> str:
+        """The explainer checkpoint (MONAI Label's interface: one model file per task)."""
+        return str(self.model_paths["explainer"])
 
     # ------------------------------------------------------------------------------------------------ request
     def _parse(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -300,76 +318,97 @@ class ExplainTask(InferTask):
             err = find_input_error(e)
             if err is None:
                 raise
-            raise _bad_request(str(err).replace(path, os.path.basename(path)), status=422) from None
+            message = str(err)
+            for form in (path, os.path.realpath(path)):  # the file's name only, not the server's folders
+                message = message.replace(form, os.path.basename(form))
+                message = message.replace(os.path.dirname(form) + os.sep, "")
+            raise _bad_request(message, status=422) from None
 
     def __call__(self, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        start = time.perf_counter()
+        marks = {"start": time.perf_counter()}
         params = self._parse(request)
+        study = self._prepare(request)
+        marks["pre"] = time.perf_counter()
+        outcome = self._explain(study["x"], params["tta_augmentations"], marks)
+        levels_net, thresholds = explanation_levels(outcome["explanation"][0, 0].cpu().numpy(), params["percentiles"])
+        array = self._output_array(params["output_image"], levels_net, outcome, study["image_size"])
+        marks["post"] = time.perf_counter()
+        ext = params["result_extension"] or (
+            ".png" if params["output_image"] == "levels" and study["read_by_pil"] else ".nii.gz"
+        )
+        result_file = self._write(array, ext, study["affine"])
+        marks["write"] = time.perf_counter()
+        result = self._result(request, params, study, outcome, levels_net, thresholds, ext, marks)
+        return result_file, result
+
+    def _prepare(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Read the study (own size and affine kept), then the network's input ``x`` ``(1, C, *input_size)``."""
         path = request.get("image")
         if not isinstance(path, str) or not path:
             raise _bad_request("no image given")
         loaded = self._load_image(path)
         image = loaded["image"]
-        image_size = [int(s) for s in image.shape[1:]]
-        affine = image.affine.detach().cpu().numpy() if hasattr(image, "affine") else np.eye(4)
-        read_by_pil = str(image.meta.get("format", "")).upper() in ("PNG", "JPEG", "BMP", "TIFF") if hasattr(image, "meta") else False
-        data = self._to_network(loaded)
-        x = torch.as_tensor(data["image"]).float().unsqueeze(0).to(self.device)
-        t_pre = time.perf_counter()
+        meta = getattr(image, "meta", {})
+        x = torch.as_tensor(self._to_network(loaded)["image"]).float().unsqueeze(0).to(self.device)
+        return {
+            "path": path,
+            "x": x,
+            "image_size": [int(s) for s in image.shape[1:]],
+            "affine": image.affine.detach().cpu().numpy() if hasattr(image, "affine") else np.eye(4),
+            "read_by_pil": str(meta.get("format", "")).upper() in ("PNG", "JPEG", "BMP", "TIFF"),
+        }
 
+    def _explain(self, x: torch.Tensor, tta: int, marks: dict[str, float]) -> dict[str, torch.Tensor]:
+        """The bundle's evaluation step (:func:`scripts.evaluator.evaluation_step`) on one image, TTA on request."""
+        from scripts.evaluator import evaluation_step
         from scripts.explainers import TTAExplainer
 
-        autocast = dict(device_type=x.device.type, enabled=self.amp and x.device.type == "cuda")
+        explainer = self.base_explainer
+        if tta > 0:
+            explainer = TTAExplainer(
+                self.base_explainer, num_augmentations=tta, rotate_range=self.tta["rotate_range"],
+                scale_range=tuple(self.tta["scale_range"]), translate_range=self.tta["translate_range"],
+                seed=self.tta["seed"],
+            )
         with self._lock:
-            t0 = time.perf_counter()
-            with torch.no_grad(), torch.autocast(**autocast):
-                probs = torch.softmax(self.classifier(x).float(), dim=1)[0]
-            y_hat = int(probs.argmax())
-            t1 = time.perf_counter()
-            explainer = self.base_explainer
-            if params["tta_augmentations"] > 0:
-                explainer = TTAExplainer(
-                    self.base_explainer, num_augmentations=params["tta_augmentations"],
-                    rotate_range=self.tta["rotate_range"], scale_range=tuple(self.tta["scale_range"]),
-                    translate_range=self.tta["translate_range"], seed=self.tta["seed"],
-                )
-            with torch.autocast(**autocast):
-                explanation = explainer(x, torch.tensor([y_hat], device=x.device)).float()
-            if x.device.type == "cuda":
-                torch.cuda.synchronize(x.device)
-            t2 = time.perf_counter()
-            with torch.no_grad(), torch.autocast(**autocast):
-                x_s, x_a = self.generator(x)
-                p_s = torch.softmax(self.classifier(x_s).float(), dim=1)[0]
-                p_a = torch.softmax(self.classifier(x_a).float(), dim=1)[0]
-            t3 = time.perf_counter()
+            marks["locked"] = time.perf_counter()
+            return evaluation_step(self.classifier, explainer, x, self.generator, amp=self.amp, marks=marks)
 
-        percentiles = params["percentiles"]
-        levels_net, thresholds = explanation_levels(explanation[0, 0].cpu().numpy(), percentiles)
-        output = params["output_image"]
+    @staticmethod
+    def _output_array(output: str, levels_net: np.ndarray, outcome: Mapping[str, torch.Tensor], size: list[int]):
+        """The file's array at the study's size: uint8 levels (nearest), or a float map/image (bilinear)."""
         if output == "levels":
-            levels = _resize(torch.from_numpy(levels_net)[None, None], image_size, "nearest")[0, 0]
-            array = levels.round().to(torch.uint8).numpy()
-        else:
-            source = {"heatmap": explanation, "similar": x_s, "adversarial": x_a}[output]
-            array = _resize(source[:, :1].float().cpu(), image_size, "bilinear")[0, 0].numpy().astype(np.float32)
-        t_post = time.perf_counter()
+            levels = _resize(torch.from_numpy(levels_net)[None, None], size, "nearest")[0, 0]
+            return levels.round().to(torch.uint8).numpy()
+        source = outcome[{"heatmap": "explanation", "similar": "similar", "adversarial": "adversarial"}[output]]
+        return _resize(source[:, :1].float().cpu(), size, "bilinear")[0, 0].numpy().astype(np.float32)
 
-        ext = params["result_extension"] or (".png" if output == "levels" and read_by_pil else ".nii.gz")
-        result_file = self._write(array, ext, affine)
-        t_write = time.perf_counter()
-
+    def _result(self, request, params, study, outcome, levels_net, thresholds, ext, marks) -> dict[str, Any]:
+        """The result JSON (module docstring; docs/review.md lists its fields)."""
+        percentiles, output = params["percentiles"], params["output_image"]
+        probs, y_hat = outcome["pred"][0], int(outcome["y_hat"][0])
         names = level_names(percentiles)
         counts = np.bincount(levels_net.ravel(), minlength=len(percentiles) + 1) / levels_net.size
-        result = {
+
+        def rounded(p: torch.Tensor) -> list[float]:
+            return [round(float(v), 6) for v in p.cpu()]
+
+        def generated(key: str) -> dict[str, Any]:
+            p = outcome[key][0]
+            return {"predicted_class": int(p.argmax()), "probabilities": rounded(p)}
+
+        def span(a: str, b: str) -> float:
+            return round(marks[b] - marks[a], 4)
+
+        return {
             "model": "explain",
-            "image": request.get("image_id") or os.path.basename(path),
+            "image": request.get("image_id") or os.path.basename(study["path"]),
             "output_image": output,
             "result_extension": ext,
             "result_dtype": "uint8" if output == "levels" else "float32",
             "predicted_class": y_hat,
             "predicted_name": self.class_names[y_hat],
-            "probabilities": [round(float(p), 6) for p in probs.cpu()],
+            "probabilities": rounded(probs),
             "class_names": self.class_names,
             "label_names": names,
             "channel_def": {"0": "background", **{str(v): k for k, v in sorted(names.items(), key=lambda kv: kv[1])}},
@@ -377,47 +416,54 @@ class ExplainTask(InferTask):
             "thresholds": thresholds,
             "level_fractions": {str(k): round(float(counts[k]), 6) for k in range(len(percentiles) + 1)},
             "tta_augmentations": params["tta_augmentations"],
-            "similar": {"predicted_class": int(p_s.argmax()), "probabilities": [round(float(p), 6) for p in p_s.cpu()]},
-            "adversarial": {"predicted_class": int(p_a.argmax()), "probabilities": [round(float(p), 6) for p in p_a.cpu()]},
-            "image_size": image_size,
-            "network_size": list(x.shape[2:]),
+            "similar": generated("pred_similar"),
+            "adversarial": generated("pred_adversarial"),
+            "image_size": study["image_size"],
+            "network_size": list(study["x"].shape[2:]),
             "device": str(self.device),
             "models": self.model_files,
             "latencies": {
-                "pre": round(t_pre - start, 4),
-                "classifier": round(t1 - t0, 4),
-                "explainer": round(t2 - t1, 4),
-                "generation": round(t3 - t2, 4),
-                "post": round(t_post - t3, 4),
-                "write": round(t_write - t_post, 4),
-                "total": round(t_write - start, 4),
+                "pre": span("start", "pre"),
+                "classifier": span("locked", "classifier"),
+                "explainer": span("classifier", "explainer"),
+                "generation": span("explainer", "generation"),
+                "post": span("generation", "post"),
+                "write": span("post", "write"),
+                "total": span("start", "write"),
             },
         }
-        return result_file, result
 
     @staticmethod
     def _write(array: np.ndarray, ext: str, affine: np.ndarray) -> str:
         """One result file in the (app's) temp folder; MONAI Label deletes it once sent or copied to the datastore."""
+        if ext not in LEVEL_EXTENSIONS:  # checked in _parse
+            raise _bad_request(f"unsupported result_extension {ext!r}")
         fd, name = tempfile.mkstemp(suffix=ext, prefix="explain_")
         os.close(fd)
-        if ext == ".png":
-            from PIL import Image
-
-            # the array is x-first (MONAI's PILReader loads a PNG's (rows, cols) matrix transposed): store (rows, cols)
-            Image.fromarray(np.ascontiguousarray(array.T.astype(np.uint8))).save(name, format="PNG")
-        elif ext in (".nii.gz", ".nii"):
-            import nibabel as nib
-
-            a = np.asarray(affine, dtype=np.float64)
-            if a.shape != (4, 4):  # 2D affine (3x3) -> 4x4
-                full = np.eye(4)
-                full[:2, :2], full[:2, 3] = a[:2, :2], a[:2, 2]
-                a = full
-            nib.save(nib.Nifti1Image(array, a), name)
-        elif ext == ".nrrd":
-            import nrrd
-
-            nrrd.write(name, array)  # Fortran index order: x (columns) fastest, as ITK/3D Slicer read it
-        else:  # checked in _parse
-            raise _bad_request(f"unsupported result_extension {ext!r}")
+        try:
+            _write_array(name, array, ext, affine)
+        except BaseException:
+            os.unlink(name)
+            raise
         return name
+
+
+def _write_array(name: str, array: np.ndarray, ext: str, affine: np.ndarray) -> None:
+    if ext == ".png":
+        from PIL import Image
+
+        # the array is x-first (MONAI's PILReader loads a PNG's (rows, cols) matrix transposed): store (rows, cols)
+        Image.fromarray(np.ascontiguousarray(array.T.astype(np.uint8))).save(name, format="PNG")
+    elif ext in (".nii.gz", ".nii"):
+        import nibabel as nib
+
+        a = np.asarray(affine, dtype=np.float64)
+        if a.shape != (4, 4):  # 2D affine (3x3) -> 4x4
+            full = np.eye(4)
+            full[:2, :2], full[:2, 3] = a[:2, :2], a[:2, 2]
+            a = full
+        nib.save(nib.Nifti1Image(array, a), name)
+    else:  # .nrrd
+        import nrrd
+
+        nrrd.write(name, array)  # Fortran index order: x (columns) fastest, as ITK/3D Slicer read it

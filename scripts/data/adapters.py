@@ -620,4 +620,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from ..errors import install_excepthook
+
+    install_excepthook()
     main()

@@ -302,4 +302,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from ..errors import install_excepthook
+
+    install_excepthook()
     main()

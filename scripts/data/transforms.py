@@ -9,6 +9,8 @@ is written in ``configs/common.json``; here live only the pieces with no MONAI e
   up front keeps the logs quiet and turns an unreadable file into one :class:`BundleInputError` naming it.
 * :class:`ToGrayscaled`: a channel check that names the file.
 * :class:`EnsureMaskd`: an empty mask for images that have none, so batches with and without lesion masks collate.
+* :class:`CheckImaged`: refuse an image the training would silently learn nothing (or NaN) from: non-finite values,
+  a constant image, or a spatial rank other than the configured one (a 3D volume given to the 2D bundle).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..errors import BundleInputError
 from .datalist import source_name
 from .readers import RadiographDicomReader, is_dicom_file
 
-__all__ = ["LoadRadiographd", "ToGrayscaled", "EnsureMaskd", "reader_for"]
+__all__ = ["LoadRadiographd", "ToGrayscaled", "EnsureMaskd", "CheckImaged", "reader_for"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -69,7 +71,8 @@ class ToGrayscaled(MapTransform):
     """Reduce channel-first images to ``channels`` channels; refuse what cannot be reduced, naming the file.
 
     RGB/RGBA exports of radiographs carry the same grey value in each colour channel: they are averaged
-    (alpha dropped). Any other channel count than ``channels`` (or 3/4 when ``channels == 1``) is an error.
+    (alpha dropped), and the image's metadata then describes a grey image (``original_channel_dim`` "no channel",
+    as for a grey PNG), so that MONAI's writers save what is computed from it. Any other channel count than ``channels`` (or 3/4 when ``channels == 1``) is an error.
     """
 
     def __init__(self, keys: KeysCollection, channels: int = 1, allow_missing_keys: bool = False) -> None:
@@ -85,6 +88,8 @@ class ToGrayscaled(MapTransform):
                 continue
             if self.channels == 1 and c in (3, 4):
                 d[key] = img[:3].mean(dim=0, keepdim=True) if isinstance(img, torch.Tensor) else img[:3].mean(0, keepdims=True)
+                if isinstance(d[key], MetaTensor):  # now a grey image: described like one read from a grey file
+                    d[key].meta["original_channel_dim"] = float("nan")
                 continue
             raise BundleInputError(
                 f"{source_name(d, key)}: '{key}' has {c} channels, the classifier expects {self.channels}"
@@ -114,4 +119,50 @@ class EnsureMaskd(MapTransform):
                 d[key] = MetaTensor(zeros, meta=dict(getattr(ref, "meta", {}))) if isinstance(ref, MetaTensor) else zeros
             else:
                 d[key] = (mask > 0).to(torch.float32) if isinstance(mask, torch.Tensor) else (mask > 0).astype("float32")
+        return d
+
+
+class CheckImaged(MapTransform):
+    """Refuse, naming the file, an image with NaN/Inf values, a constant image, or one of another spatial rank.
+
+    Run on channel-first images right after reading (before ``ScaleIntensityd``, which would turn a constant image
+    into zeros and spread a NaN over the whole image). The checks run wherever the transforms run: in a
+    ``CacheDataset``'s caching threads, in DataLoader workers and at inference.
+
+    Args:
+        keys: the image keys (masks may be constant: an empty mask is all zeros).
+        spatial_dims: the spatial rank the networks are built for (2 for radiographs).
+    """
+
+    def __init__(self, keys: KeysCollection = "image", spatial_dims: int = 2, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spatial_dims = int(spatial_dims)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = torch.as_tensor(d[key])
+            name = source_name(d, key)
+            rank = img.ndim - 1  # channel-first
+            if rank != self.spatial_dims:
+                raise BundleInputError(
+                    f"{name}: '{key}' has {rank} spatial dimensions (shape {tuple(img.shape[1:])}), the bundle is "
+                    f"configured for {self.spatial_dims}D images (spatial_dims {self.spatial_dims})"
+                )
+            if img.numel() == 0:
+                raise BundleInputError(f"{name}: '{key}' is empty (shape {tuple(img.shape)})")
+            values = img.float() if not img.is_floating_point() else img
+            finite = torch.isfinite(values)
+            if not bool(finite.all()):
+                bad = int((~finite).sum())
+                kinds = [k for k, m in (("NaN", torch.isnan(values)), ("Inf", torch.isinf(values))) if bool(m.any())]
+                raise BundleInputError(
+                    f"{name}: '{key}' has {bad} non-finite value{'s' if bad != 1 else ''} "
+                    f"({' and '.join(kinds)}); an image must hold finite numbers only"
+                )
+            lo, hi = float(values.min()), float(values.max())
+            if lo == hi:
+                raise BundleInputError(
+                    f"{name}: '{key}' is constant (every pixel is {lo:g}); there is nothing in it to classify or explain"
+                )
         return d

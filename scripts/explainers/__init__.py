@@ -1,12 +1,14 @@
-"""Explanation methods behind one interface (:class:`Explainer`): ours, the paper's baselines, and test-time
-augmentation around any of them (method.md §1, §3, §4). Configs instantiate the classes by ``_target_``."""
+"""Explanation methods behind one interface (:class:`Explainer`): ours, the paper's baselines, test-time
+augmentation around any of them (method.md §1, §3, §4) and the benchmark's random reference map. Configs
+instantiate the classes by ``_target_``."""
 
 from .base import Explainer, eval_mode
 from .bbmp import BBMPExplainer
 from .gradcam import GradCAMExplainer
 from .gradient import GradientExplainer
 from .mask_generator import MaskGeneratorExplainer
-from .simadv import NaiveExplainer, SimAdvExplainer
+from .random_map import RandomExplainer
+from .simadv import SimAdvExplainer
 from .tta import TTAExplainer
 
 __all__ = [
@@ -15,7 +17,7 @@ __all__ = [
     "GradCAMExplainer",
     "GradientExplainer",
     "MaskGeneratorExplainer",
-    "NaiveExplainer",
+    "RandomExplainer",
     "SimAdvExplainer",
     "TTAExplainer",
     "eval_mode",

@@ -25,19 +25,10 @@ from monai.utils import ensure_tuple_rep
 from monai.visualize.visualizer import default_upsampler
 from torch import nn
 
+from ..losses import total_variation
 from .base import Explainer
 
-__all__ = ["BBMPExplainer", "tv_norm"]
-
-
-def tv_norm(m: torch.Tensor, beta: float = 3.0) -> torch.Tensor:
-    """Per-sample total variation ``Σ_d mean |∂_d m|^β`` of a ``(B, C, *spatial)`` tensor (Fong & Vedaldi eq. 3,
-    the anisotropic form of the reference code), shape ``(B,)``."""
-    total = m.new_zeros(m.shape[0])
-    for dim in range(2, m.ndim):
-        if m.shape[dim] > 1:
-            total = total + m.diff(dim=dim).abs().pow(beta).flatten(1).mean(1)
-    return total
+__all__ = ["BBMPExplainer"]
 
 
 class BBMPExplainer(Explainer):
@@ -116,7 +107,7 @@ class BBMPExplainer(Explainer):
             prob = F.softmax(self.classifier(x * m + blurred * (1 - m)), dim=1).gather(1, target).squeeze(1)
             loss = (
                 self.l1_coeff * (1 - mask).abs().flatten(1).mean(1)
-                + self.tv_coeff * tv_norm(mask, self.tv_beta)
+                + self.tv_coeff * total_variation(mask, self.tv_beta, per_sample=True)
                 + prob
             )
             (mask.grad,) = torch.autograd.grad(loss.sum(), mask)

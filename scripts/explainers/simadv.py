@@ -2,8 +2,8 @@
 method.md §1-§2.
 
 A generator maps ``x`` to ``(x_s, x_a)``, a similar image (classified like ``x``) and an adversarial one
-(classified otherwise). Ours: ``E = Σ_c |x_s − x_a|``. Naive: ``E = Σ_c |x − x_a|``. One forward pass, no
-gradients.
+(classified otherwise); ``E = Σ_c |x_s − x_a|``. The Naive baseline is the same class on a generator in ``'naive'``
+mode, whose ``x_s`` is ``x``: ``E = Σ_c |x − x_a|``. One forward pass, no gradients.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from ..errors import BundleInputError
+from ..networks import difference_map
 from .base import Explainer
 
-__all__ = ["NaiveExplainer", "SimAdvExplainer"]
+__all__ = ["SimAdvExplainer"]
 
 
 class SimAdvExplainer(Explainer):
@@ -61,17 +62,4 @@ class SimAdvExplainer(Explainer):
         return x_s, x_a
 
     def compute_map(self, x: torch.Tensor, class_idx: torch.Tensor | None) -> torch.Tensor:
-        x_s, x_a = self.generate(x)
-        return (x_s - x_a).abs().sum(dim=1, keepdim=True)
-
-
-class NaiveExplainer(SimAdvExplainer):
-    """The Naive baseline ``E(x) = Σ_c |x − g_a(x)|`` from any generator's adversarial output (method.md §2).
-
-    ``x`` lives in the acquisition space and ``x_a`` in the generator's output space, so this map also holds their
-    reconstruction differences; that is the point of the baseline. ``x_s`` is computed and ignored.
-    """
-
-    def compute_map(self, x: torch.Tensor, class_idx: torch.Tensor | None) -> torch.Tensor:
-        _, x_a = self.generate(x)
-        return (x - x_a).abs().sum(dim=1, keepdim=True)
+        return difference_map(*self.generate(x))

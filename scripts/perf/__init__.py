@@ -1,4 +1,4 @@
-"""Speed benchmark of the bundle (issue 6): every explanation method's throughput, latency and peak memory on one
+"""Speed benchmark of the bundle: every explanation method's throughput, latency and peak memory on one
 device with the same classifier and images, the training steps' throughput and the data-loading time.
 
 ``python -m scripts.perf --help``; docs/performance.md has the commands and the results. Modules:

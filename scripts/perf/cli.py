@@ -24,12 +24,12 @@ from .methods import ROOT, Method, Networks, build_networks, make_fast_method, m
 from .report import format_report, write_json, write_text
 from .training import TrainOptions, count_host_syncs, make_classifier_step, make_explainer_step
 from ..fast_path import FastPathOptions
-from ..pipeline import cpu_name
+from ..records import cpu_name
 
 __all__ = ["build_parser", "run_benchmark", "merge_results", "main", "TARGETS"]
 
 SCHEMA = "simadv_explainer.perf/1"
-#: the issue's GPU targets, checked at 256×256 on CUDA only.
+#: the bundle's performance targets (for one GPU), checked at 256×256 on CUDA only.
 TARGETS = {
     "size": 256,
     "ours_images_per_s": 10_000,

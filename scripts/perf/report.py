@@ -115,7 +115,7 @@ def format_report(result: dict) -> str:
         )
     targets = summary.get("targets")
     if targets:
-        lines += ["", f"Targets of the issue ({targets['note']}):"]
+        lines += ["", f"Performance targets ({targets['note']}):"]
         for t in targets["items"]:
             lines.append(f"- {t['target']}: measured {_num(t.get('measured'))} → **{t['verdict']}**")
     return "\n".join(lines) + "\n"

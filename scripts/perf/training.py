@@ -2,10 +2,11 @@
 
 * ``classifier``: ``configs/train_classifier.json``'s network, loss (cross-entropy) and optimiser (AdamW): forward,
   loss, backward, step, on random images and labels (augmentation is data loading, timed apart).
-* ``explainer``: what one :class:`scripts.trainer.SimAdvTrainer` iteration computes, with
-  ``configs/train.json``'s generator, :class:`scripts.losses.SimAdvLoss` weights and Adam: ``ŷ = argmax f_c(x)``
-  (no grad), ``(x_s, x_a) = g(x)``, ``f_c(x_s)``, ``f_c(x_a)`` (the classifier frozen), the loss, backward, Adam
-  step. Ignite's per-iteration event plumbing is left out; the step has no ``.item()`` or other host read.
+* ``explainer``: the step every :class:`scripts.trainer.SimAdvTrainer` iteration runs,
+  :func:`scripts.trainer.simadv_step`, with ``configs/train.json``'s generator, :class:`scripts.losses.SimAdvLoss`
+  weights and Adam: ``ŷ = argmax f_c(x)`` (no grad), ``(x_s, x_a) = g(x)``, one call of the frozen classifier on
+  ``cat([x_s, x_a])``, the loss, backward, Adam step. The trainer's Ignite event plumbing around it is left out;
+  the step has no ``.item()`` or other host read.
 
 :class:`TrainOptions` are the speed-ups (autocast, channels_last, foreach/fused optimiser, ``torch.compile``). On
 CUDA the benchmark also runs a few steps under ``torch.cuda.set_sync_debug_mode("warn")`` and reports how many
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import freeze
+from ..trainer import backward_and_step, simadv_step
 from .methods import _parser
 
 __all__ = ["TrainOptions", "make_classifier_step", "make_explainer_step", "count_host_syncs", "is_host_sync_warning"]
@@ -113,13 +115,7 @@ def make_classifier_step(
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, options):
             loss = loss_fn(model(xin).float(), y)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        backward_and_step(loss, optimizer, scaler)
         return loss.detach()
 
     return step
@@ -132,9 +128,10 @@ def make_explainer_step(
     mode: str = "single",
     options: TrainOptions = TrainOptions(),
 ) -> Callable[[], torch.Tensor]:
-    """One SimAdvTrainer-like step of a fresh ``mode`` generator on the fixed batch ``x``; returns the detached loss."""
+    """The bundle's explainer step (:func:`scripts.trainer.simadv_step`, what every :class:`SimAdvTrainer` iteration
+    runs) of a fresh ``mode`` generator on the fixed batch ``x``, with ``options``; returns the detached loss."""
     parser = _parser("configs/train.json", device=f"$torch.device('{device}')")
-    parser["network_def#mode"] = mode
+    parser["generator_mode"] = mode
     for name, value in _optimizer_overrides(options).items():
         parser[f"optimizer#{name}"] = value
     generator = _prepare(parser.get_parsed_content("generator"), options).train()
@@ -144,37 +141,19 @@ def make_explainer_step(
     gen_run = torch.compile(generator) if options.compile else generator
     clf_run = torch.compile(clf) if options.compile else clf
     xin = _input(x, options)
-    naive_mode = mode == "naive"
     scaler = torch.amp.GradScaler(device.type) if options.autocast == "fp16" else None
 
     def step() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, options):
-            with torch.no_grad():
-                logits = clf_run(xin)
-            y_hat = logits.argmax(dim=1)
-            x_s, x_a = gen_run(xin)
-            naive = naive_mode or x_s is xin
-            logits_s = None if naive else clf_run(x_s)
-            logits_a = clf_run(x_a)
-        terms = loss_fn(xin, x_s, x_a, logits_s, logits_a, y_hat, generator)
-        # what the trainer keeps for its handlers (cheap, no host read)
-        _ = (x_s.detach() - x_a.detach()).abs().sum(dim=1, keepdim=True)
-        if scaler is None:
-            terms["loss"].backward()
-            optimizer.step()
-        else:
-            scaler.scale(terms["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        return terms["loss"].detach()
+        out = simadv_step(xin, gen_run, clf_run, loss_fn, optimizer, autocast=lambda: _autocast(device, options),
+                          scaler=scaler, set_to_none=True, network=generator)
+        return out["loss"]
 
     return step
 
 
 def is_host_sync_warning(message: str) -> bool:
     """Whether a warning raised under ``set_sync_debug_mode("warn")`` reports a host sync. PyTorch also warns, once,
-    that the sync debug mode itself is a prototype; that notice is not a sync (it was miscounted as one on an H200)."""
+    that the sync debug mode itself is a prototype; that notice is not a sync and is not counted."""
     text = message.lower()
     return "synchroniz" in text and "debug mode" not in text
 
