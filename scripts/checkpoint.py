@@ -10,6 +10,7 @@ resumes. Loading goes through ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -24,7 +25,20 @@ from monai.handlers import CheckpointLoader
 from .atomic import atomic_write
 from .errors import BundleInputError
 
-__all__ = ["save_atomic", "load_checkpoint", "load_network", "AtomicCheckpointSaver", "ResumeLoader", "freeze"]
+__all__ = [
+    "CLASSIFIER_FINGERPRINT_KEY",
+    "save_atomic",
+    "load_checkpoint",
+    "load_network",
+    "state_fingerprint",
+    "AtomicCheckpointSaver",
+    "ResumeLoader",
+    "freeze",
+]
+
+#: the key under which an explainer's checkpoint records the classifier it was trained against.
+CLASSIFIER_FINGERPRINT_KEY = "classifier_sha256"
+logger = logging.getLogger("simadv_explainer.checkpoint")
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -49,14 +63,75 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", hint: str
         raise BundleInputError(f"cannot read {what} {path}: {e}") from e
 
 
+def state_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of ``module``'s state dict (names, dtypes, shapes and bytes, in key order): which weights these are.
+
+    The generators explain the classifier they were trained against and no other (method.md, "Joint objective": the
+    map is computed without running the classifier), so an explainer checkpoint records this fingerprint of its
+    classifier (:data:`CLASSIFIER_FINGERPRINT_KEY`) and :func:`load_network` checks it. The same weights give the
+    same fingerprint on any device.
+    """
+    digest = hashlib.sha256()
+    for name, t in getattr(module, "module", module).state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_trained_against(
+    state: Mapping[str, Any],
+    path: Path,
+    what: str,
+    classifier: torch.nn.Module,
+    classifier_path: str | os.PathLike | None,
+    allow_other_classifier: bool,
+) -> None:
+    """Refuse ``state`` (an explainer checkpoint) when it records another classifier than ``classifier``."""
+    recorded = state.get(CLASSIFIER_FINGERPRINT_KEY) if isinstance(state, Mapping) else None
+    named = f" {classifier_path}" if classifier_path else ""
+    if recorded is None:
+        logger.warning(
+            f"{what} {path} does not record the classifier it was trained against; it cannot be checked against "
+            f"the classifier{named}"
+        )
+        return
+    actual = state_fingerprint(classifier)
+    if recorded == actual:
+        return
+    message = (
+        f"{what} {path} was trained against another classifier than{named or ' the configured one'} "
+        f"(classifier fingerprint {str(recorded)[:12]}… recorded, {actual[:12]}… given)"
+    )
+    if allow_other_classifier:
+        logger.warning(message + "; explaining anyway (--allow_other_classifier true)")
+        return
+    raise BundleInputError(
+        message + ": its maps would not explain this classifier. Train the explainer against it, or pass "
+        "--allow_other_classifier true to explain anyway"
+    )
+
+
 def load_network(
-    network: torch.nn.Module, path: str | os.PathLike, key: str | None = None, what: str = "checkpoint", hint: str = ""
+    network: torch.nn.Module,
+    path: str | os.PathLike,
+    key: str | None = None,
+    what: str = "checkpoint",
+    hint: str = "",
+    trained_against: torch.nn.Module | None = None,
+    classifier_path: str | os.PathLike | None = None,
+    allow_other_classifier: bool = False,
 ) -> torch.nn.Module:
     """Load weights into ``network`` from ``path`` (optionally from sub-key ``key``) and return it.
 
-    A state dict that does not fit the network names the file and the first mismatching keys.
+    A state dict that does not fit the network names the file and the first mismatching keys. With
+    ``trained_against`` (the classifier to explain), a checkpoint that records another classifier's
+    :func:`state_fingerprint` is refused naming both files, unless ``allow_other_classifier``; one that records
+    none (saved before checkpoints recorded it) is loaded with a warning.
     """
     state = load_checkpoint(path, what, hint)
+    if trained_against is not None:
+        _check_trained_against(state, Path(path), what, trained_against, classifier_path, allow_other_classifier)
     if key is not None and key in state:
         state = state[key]
     try:
@@ -90,6 +165,8 @@ class AtomicCheckpointSaver:
         key_metric_name: metric in ``engine.state.metrics`` that decides the best (higher is better unless
             ``mode="min"``). Default: the engine's key metric.
         last_path: file for the resume state (``None``: none).
+        extra: further entries written into both files (e.g. ``{"classifier_sha256": ...}``, the
+            :func:`state_fingerprint` of the classifier an explainer is trained against).
     """
 
     def __init__(
@@ -100,8 +177,10 @@ class AtomicCheckpointSaver:
         key_metric_name: str | None = None,
         mode: str = "max",
         last_path: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.save_dict = save_dict
+        self.extra = dict(extra or {})
         self.best_path = Path(best_path) if best_path else None
         self.best_dict = best_dict if best_dict is not None else save_dict
         self.key_metric_name = key_metric_name
@@ -140,15 +219,15 @@ class AtomicCheckpointSaver:
                 value = float(value)
                 if self.best is None or self.better(value, self.best) or value == self.best:
                     self.best = value
-                    save_atomic(self._states(self.best_dict), self.best_path)
+                    save_atomic({**self._states(self.best_dict), **self.extra}, self.best_path)
                     self.logger.info(f"epoch {epoch}: best {name}={value:.4f}, saved {self.best_path}")
             elif self.best is None:
                 # The metric is undefined (e.g. ROC-AUC when every decision is the same class): keep the latest
                 # weights as the best so far, so that a run always leaves a usable checkpoint.
-                save_atomic(self._states(self.best_dict), self.best_path)
+                save_atomic({**self._states(self.best_dict), **self.extra}, self.best_path)
                 self.logger.warning(f"epoch {epoch}: {name} is undefined, saved the current weights to {self.best_path}")
         if self.last_path is not None:
-            state = self._states(self.save_dict)
+            state = {**self._states(self.save_dict), **self.extra}
             state["best_metric"] = torch.tensor(float("nan") if self.best is None else self.best)
             save_atomic(state, self.last_path)
 

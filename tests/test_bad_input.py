@@ -225,3 +225,26 @@ def test_nan_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path):
     assert "classifier_last.pt: 1 of 2 epochs done (iteration 2); training continues at epoch 2" in log
     metrics = json.loads((out / "classifier_metrics.json").read_text(), parse_constant=pytest.fail)
     assert [r["epoch"] for r in metrics["history"]] == [1, 2]
+
+
+def test_explaining_another_classifier_is_refused_naming_both_files(tiny_bundle, tmp_path):
+    """The explainer's checkpoint records its classifier: inference and the benchmark with another classifier
+    (one weight changed) stop with one line naming both files, unless --allow_other_classifier true."""
+    import torch
+
+    models = tiny_bundle / "models"
+    state = torch.load(models / "classifier.pt", weights_only=True)
+    name = next(k for k, v in state["network"].items() if v.is_floating_point())
+    state["network"][name] = state["network"][name] + 1e-3
+    other = tmp_path / "other_classifier.pt"
+    torch.save(state, other)
+    images = tmp_path / "images"
+    _png(images / "a.png")
+    common = ["--ckpt_dir", str(models), "--image_size", f"[{TINY_SIZE},{TINY_SIZE}]", "--num_workers", "0",
+              "--input_dir", str(images), "--classifier_path", str(other)]
+    out = tmp_path / "out"
+    proc = run_bundle("run", "configs/inference.json", "--output_dir", str(out), *common, check=False)
+    _expect_clear_error(proc, str(models / "explainer.pt"), str(other), "--allow_other_classifier true")
+    assert not (out / "inference" / "predictions.csv").exists()
+    run_bundle("run", "configs/inference.json", "--output_dir", str(out), *common, "--allow_other_classifier", "true")
+    assert (out / "inference" / "predictions.csv").is_file()

@@ -59,3 +59,51 @@ def test_undefined_metric_still_leaves_a_checkpoint(tmp_path):
     engine.state.epoch, engine.state.metrics = 2, {"auc": 0.7}
     saver(engine)
     assert torch.all(load_checkpoint(tmp_path / "best.pt")["network"]["weight"] == 5.0) and saver.best == 0.7
+
+
+def _tiny_classifier(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+
+
+def test_state_fingerprint_names_the_weights_not_the_object():
+    from scripts.checkpoint import state_fingerprint
+
+    a, b = _tiny_classifier(0), _tiny_classifier(0)
+    assert state_fingerprint(a) == state_fingerprint(b)  # same weights, another object
+    assert len(state_fingerprint(a)) == 64
+    assert state_fingerprint(a.to(torch.float64)) != state_fingerprint(b)  # the dtype is part of it
+    with torch.no_grad():
+        b[0].weight[0, 0, 0, 0] += 1e-6
+    assert state_fingerprint(a.to(torch.float32)) != state_fingerprint(b)
+    assert state_fingerprint(torch.nn.DataParallel(a)) == state_fingerprint(a)  # a wrapper's .module
+
+
+def test_an_explainer_trained_against_another_classifier_is_refused(tmp_path, caplog):
+    from scripts.checkpoint import CLASSIFIER_FINGERPRINT_KEY, state_fingerprint
+
+    trained, other = _tiny_classifier(0), _tiny_classifier(1)
+    net = torch.nn.Linear(2, 2)
+    path = tmp_path / "explainer.pt"
+    saver = AtomicCheckpointSaver({"generator": net}, best_path=str(path), key_metric_name="m",
+                                  extra={CLASSIFIER_FINGERPRINT_KEY: state_fingerprint(trained)})
+    engine = Engine(lambda e, b: None)
+    engine.state.metrics = {"m": 0.5}
+    saver(engine)
+    assert load_checkpoint(path)[CLASSIFIER_FINGERPRINT_KEY] == state_fingerprint(trained)
+    load_network(torch.nn.Linear(2, 2), path, key="generator", trained_against=trained)  # the same one: fine
+    with pytest.raises(BundleInputError) as e:
+        load_network(torch.nn.Linear(2, 2), path, key="generator", what="explainer checkpoint",
+                     trained_against=other, classifier_path="runs/b/classifier.pt")
+    assert str(path) in str(e.value) and "runs/b/classifier.pt" in str(e.value)
+    assert "--allow_other_classifier true" in str(e.value)
+    with caplog.at_level("WARNING", logger="simadv_explainer.checkpoint"):
+        load_network(torch.nn.Linear(2, 2), path, key="generator", trained_against=other, allow_other_classifier=True)
+        assert "explaining anyway" in caplog.text
+    # a checkpoint that records no classifier (saved before checkpoints recorded one) loads with a warning
+    old = tmp_path / "old.pt"
+    save_atomic({"generator": net.state_dict()}, old)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="simadv_explainer.checkpoint"):
+        load_network(torch.nn.Linear(2, 2), old, key="generator", trained_against=other)
+        assert "does not record the classifier" in caplog.text

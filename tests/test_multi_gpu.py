@@ -102,7 +102,8 @@ def test_explainer_ddp_shards_gathers_and_checkpoint_loads(tiny_data, tmp_path):
     assert not any(k.startswith("module.") for k in state)
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs/inference.json"))
-    parser.update({"bundle_root": str(ROOT), "ckpt_dir": str(out / "models"), "device": "$torch.device('cpu')"})
+    parser.update({"bundle_root": str(ROOT), "ckpt_dir": str(out / "models"), "device": "$torch.device('cpu')",
+                   "classifier_path": str(classifier)})  # the generator is checked against its classifier
     generator = parser.get_parsed_content("generator")
 
     # the validation PSNR is the mean over all 8 validation images (gathered from both ranks), not one shard's mean
