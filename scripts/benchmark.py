@@ -2,14 +2,18 @@
 
 For each method (and its test-time-augmented version) an :class:`~scripts.evaluator.ExplanationEvaluator` runs over
 the test images whose ground truth is the pathology class, with the localization metrics of
-:mod:`scripts.metrics` attached as Ignite handlers. Two reference rows frame the numbers: a random map (what a
-method that does not localize scores) and the mask itself with random tie-breaking (the ceiling that lesion size
-puts on IoU at low percentiles). Seconds per image are measured separately, warm, one image at a time, on the same
-device for every method. :func:`scripts.report.write_report` writes the tables, plots and picture grid.
+:mod:`scripts.metrics` and the faithfulness metrics of :mod:`scripts.faithfulness` attached as Ignite handlers
+(pointing game, relevance mass and rank accuracy on every image; ROAD, which runs the classifier twice per image
+and removal fraction, on the first ``road_images`` test images only). Two reference rows frame the numbers: a
+random map (what a method that does not localize scores) and the mask itself with random tie-breaking (the
+ceiling that lesion size puts on IoU at low percentiles). Seconds per image are measured separately, warm, one
+image at a time, on the same device for every method. :func:`scripts.report.write_report` writes the tables,
+plots and picture grid.
 
 The pieces live in their own modules: the random map in :mod:`scripts.explainers.random_map`, the ceiling engine
-in :mod:`scripts.ceiling`, the metrics (all MONAI ``Cumulative`` metrics) in :mod:`scripts.metrics`, the timing in
-:mod:`scripts.timing`, the MLflow flattening of the results in :mod:`scripts.tracking`. This module runs them.
+in :mod:`scripts.ceiling`, the metrics (all MONAI ``Cumulative`` metrics) in :mod:`scripts.metrics` and
+:mod:`scripts.faithfulness`, the timing in :mod:`scripts.timing`, the MLflow flattening of the results in
+:mod:`scripts.tracking`. This module runs them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .ceiling import CEILING_ROW, MaskCeilingEngine
 from .errors import BundleInputError
 from .evaluator import ExplanationEvaluator
 from .explainers import Explainer, RandomExplainer, TTAExplainer
+from .faithfulness import ROAD, ROAD_PERCENTAGES, PointingGame, RelevanceMassAccuracy, RelevanceRankAccuracy
 from .handlers import ProgressLog
 from .metrics import (
     DEFAULT_PERCENTILES,
@@ -75,6 +80,21 @@ def _pr_curve(value: Any) -> dict[str, list[float]]:
     return {"precision": curves[0].tolist(), "recall": curves[1].tolist()}
 
 
+def _road_record(mean: Any, details: Any) -> dict[str, Any]:
+    """The report's ``road`` record from :class:`scripts.faithfulness.ROAD`'s ``kind="all"`` mean row (MoRF curve,
+    LeRF curve, both areas, gap) and its per-image rows (their count: the images scored)."""
+    row = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+    p = len(ROAD_PERCENTAGES)
+    return {
+        "images": int(torch.as_tensor(details).shape[0]),
+        "morf": row[:p].tolist(),
+        "lerf": row[p : 2 * p].tolist(),
+        "auc_morf": float(row[2 * p]),
+        "auc_lerf": float(row[2 * p + 1]),
+        "gap": float(row[2 * p + 2]),
+    }
+
+
 class _GridCollector:
     """Keep the first ``n`` images, masks and maps of a run (for the picture grid)."""
 
@@ -114,6 +134,11 @@ class LocalizationBenchmark:
         explain_label: explain the ground-truth class instead of the classifier's decision (default: decision).
         command: the command line, recorded in the report.
         ap_subsample: pixels per image kept for pooled AP (``None``: all).
+        road_images: ROAD (:class:`scripts.faithfulness.ROAD`, MoRF and LeRF at :data:`ROAD_PERCENTAGES`, noisy
+            linear imputation, on the classifier's probability of the explained class) is scored on the first
+            ``road_images`` images of the loader (unshuffled: the same images for every method), reusing the maps of
+            the run; 0 disables it (the ROAD record is then ``None``). Under ``torchrun``: per process.
+        amp: autocast the classifier and explainers on CUDA (ROAD's classifier calls run in float32).
 
     Sharded (``torchrun`` + ``configs/multi_gpu_evaluate.json``, a process group initialised): ``dataloader`` holds
     this rank's shard; the metric handlers' ``Cumulative`` buffers (the precision/recall curves' too) are gathered
@@ -139,7 +164,12 @@ class LocalizationBenchmark:
         command: str | None = None,
         ap_subsample: int | None = 4096,
         amp: bool = False,
+        road_images: int = 10,
     ) -> None:
+        if isinstance(road_images, bool) or not isinstance(road_images, int) or road_images < 0:
+            raise BundleInputError(
+                f"road_images (configs/evaluate.json) must be a non-negative integer (0: no ROAD), got {road_images!r}"
+            )
         self.classifier = classifier
         self.methods = dict(methods)
         self.dataloader = dataloader
@@ -156,11 +186,15 @@ class LocalizationBenchmark:
         self._default_command = not command
         self.ap_subsample = ap_subsample
         self.amp = amp
+        self.road_images = road_images
         self.logger = logging.getLogger("simadv_explainer.benchmark")
         self.report_paths: dict[str, str] = {}
 
     # -- one method ---------------------------------------------------------------------------------------------
     def _metric_handlers(self) -> dict[str, Any]:
+        """The handlers attached to each method's run: localization (:mod:`scripts.metrics`) and faithfulness
+        (:mod:`scripts.faithfulness`; ROAD only on the first ``road_images`` images, on the explained class: the
+        decision ``y_hat``, or the ``label`` with ``explain_label``)."""
         metrics: dict[str, Any] = {f"iou_{p}": PercentileIoU(percentile=p, save_details=False) for p in self.percentiles}
         metrics["iou_curve"] = IgniteMetricHandler(
             metric_fn=PercentileIoUMetric(percentiles=range(101)), output_transform=from_engine(["explanation", "mask"])
@@ -171,6 +205,15 @@ class LocalizationBenchmark:
         metrics["pr_curve"] = IgniteMetricHandler(
             metric_fn=PrecisionRecallCurveMetric(), output_transform=from_engine(["explanation", "mask"])
         )
+        metrics["pointing_game"] = PointingGame(save_details=False)
+        metrics["relevance_mass"] = RelevanceMassAccuracy(save_details=False)
+        metrics["relevance_rank"] = RelevanceRankAccuracy(save_details=False)
+        if self.road_images:
+            target = "label" if self.explain_label else "y_hat"
+            metrics["road"] = ROAD(
+                self.classifier, output_transform=from_engine(["explanation", "image", target]),
+                max_images=self.road_images, kind="all",
+            )
         return metrics
 
     def evaluate(self, explainer: Explainer, grid: _GridCollector | None = None) -> dict[str, Any]:
@@ -203,6 +246,10 @@ class LocalizationBenchmark:
             "auc_partial": as_float(m["auc_partial"]),
             "ap": as_float(m["ap"]),
             "pr_curve": _pr_curve(m["pr_curve"]),
+            "pointing_game": as_float(m["pointing_game"]),
+            "relevance_mass": as_float(m["relevance_mass"]),
+            "relevance_rank": as_float(m["relevance_rank"]),
+            "road": _road_record(m["road"], engine.state.metric_details["road"]) if "road" in m else None,
         }
 
     # -- everything ---------------------------------------------------------------------------------------------
@@ -226,7 +273,7 @@ class LocalizationBenchmark:
 
     def _ceiling(self) -> dict[str, Any]:
         """Scores of the mask itself as the map (:class:`scripts.ceiling.MaskCeilingEngine`)."""
-        engine = MaskCeilingEngine(self.device)
+        engine = MaskCeilingEngine(self.device, self.classifier)
         return self._score(engine, lambda: engine.run(self.dataloader))
 
     def run(self) -> dict[str, Any]:
@@ -251,6 +298,8 @@ class LocalizationBenchmark:
             "num_images": len(getattr(self.dataloader, "dataset", [])) or None,
             "percentiles": self.percentiles,
             "timing": {"images": len(timing), "min_seconds": self.timing_min_seconds},
+            "road": {"images": self.road_images, "percentages": list(ROAD_PERCENTAGES), "noise": 0.01,
+                     "target": "label" if self.explain_label else "decision"},
             "command": self.command,
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "methods": {},
@@ -277,7 +326,10 @@ class LocalizationBenchmark:
                     grid_collectors[name] = grid
                 self.logger.info(
                     f"{name} ({kind}): IoU@90 {row[kind]['iou'].get('90', float('nan')):.3f}, "
-                    f"AUC {row[kind]['auc_total']:.3f}/{row[kind]['auc_partial']:.3f} "
+                    f"AUC {row[kind]['auc_total']:.3f}/{row[kind]['auc_partial']:.3f}, "
+                    f"pointing game {row[kind]['pointing_game']:.3f}"
+                    + (f", ROAD gap {row[kind]['road']['gap']:.3f}" if row[kind]["road"] else "")
+                    + " "
                     f"({time.perf_counter() - start:.0f} s)"
                 )
             row.setdefault("tta", None)

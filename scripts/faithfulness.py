@@ -526,6 +526,11 @@ class ROAD(IgniteMetricHandler):
         output_transform: extracts ``(maps, images, targets)``; default
             ``from_engine(["explanation", "image", "y_hat"])`` (the evaluator's keys, scripts/evaluator.py).
         save_details: whether to save the per-image rows.
+        max_images: score only the first ``max_images`` images the engine sees after each reset (the rest of the
+            run's batches are skipped; ``None``: every image). ROAD costs two imputations and two classifier calls
+            per image and percentage, so a benchmark scores it on a fixed leading subset of an unshuffled loader,
+            reusing the maps the run computes anyway (no second pass of the explainer). Under ``torchrun`` the
+            count is per process (each rank's first images of its shard).
         kwargs: the other arguments of :class:`ROADMetric` (percentages, noise, seed, score, kind, batch_size, ...).
     """
 
@@ -534,13 +539,29 @@ class ROAD(IgniteMetricHandler):
         classifier: Callable[[torch.Tensor], torch.Tensor],
         output_transform: Callable = _ROAD_TRANSFORM,
         save_details: bool = True,
+        max_images: int | None = None,
         **kwargs,
     ) -> None:
+        if max_images is not None and int(max_images) < 0:
+            raise BundleInputError(f"ROAD 'max_images' must be a non-negative integer or None, got {max_images!r}")
+        self.max_images = None if max_images is None else int(max_images)
+        self._seen = 0
         super().__init__(ROADMetric(classifier, **kwargs), output_transform=output_transform, save_details=save_details)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._seen = 0
+        self.metric_fn.reset()
 
     @reinit__is_reduced
     def update(self, output: Sequence[torch.Tensor]) -> None:
         if len(output) != 3:
             raise ValueError(f"ROAD's output_transform must give (maps, images, targets), got {len(output)} items.")
         maps, images, targets = output
+        if self.max_images is not None:
+            take = min(self.max_images - self._seen, len(maps))
+            if take <= 0:
+                return
+            maps, images, targets = maps[:take], images[:take], targets[:take]
+        self._seen += len(maps)
         self.metric_fn(maps, images, targets=targets)

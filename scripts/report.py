@@ -5,19 +5,24 @@ The benchmark runner measures every method (metrics from :mod:`scripts.metrics`)
 
 - ``localization.json``: the measured ``results`` plus the paper's numbers (:data:`PAPER_RESULTS`, read from
   ``scripts/paper_tables.json``), NaN -> null;
-- ``localization.md``: the paper's two tables (same rows and columns) with our numbers, then the paper's own
-  tables for comparison and a short "How to read this";
-- ``iou_vs_percentile.png``, ``pr_curves.png`` and, when given, ``picture_grid.png``.
+- ``localization.md``: the paper's two tables (same rows and columns) with our numbers, a faithfulness table
+  (:mod:`scripts.faithfulness`), then the paper's own tables for comparison and a short "How to read this";
+- ``iou_vs_percentile.png``, ``pr_curves.png``, ``road_curves.png`` (when some method has ROAD curves) and, when
+  given, ``picture_grid.png``.
 
 ``results`` (dict insertion order = row order; every float may be NaN)::
 
     {"device": "cuda:0", "device_name": "NVIDIA H100 ...", "num_images": 120, "percentiles": [80, 85, 90, 95, 98],
      "command": "python -m monai.bundle run ...", "date": "...",
+     "road": {"images": 10, "percentages": [10, ..., 90], "noise": 0.01, "target": "decision"},
      "methods": {"Ours": {"plain": R, "tta": R or None}, ..., "Random (reference)": {"plain": R, "tta": None}}}
 
     R = {"iou": {"80": f, ...}, "iou_curve": [101 floats, IoU at percentile 0..100], "auc_total": f,
          "auc_partial": f, "ap": f, "seconds_per_image": f or None,
-         "pr_curve": {"precision": [101 floats], "recall": [101 floats]}}
+         "pr_curve": {"precision": [101 floats], "recall": [101 floats]},
+         "pointing_game": f, "relevance_mass": f, "relevance_rank": f, "road": ROAD or None}
+
+    ROAD = {"images": n, "morf": [P floats], "lerf": [P floats], "auc_morf": f, "auc_lerf": f, "gap": f}
 
 Tables and figures are written by hand: MONAI has no report or benchmark-table writer, and ``monai.visualize``
 plots single images to TensorBoard, not a method-by-image grid. Figures use matplotlib's Agg canvas on a
@@ -38,6 +43,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import BundleInputError
 from .figures import GridColumn, new_figure, save_png, slice_2d, write_image_grid
+from .faithfulness import ROAD_PERCENTAGES
 from .metrics import DEFAULT_PERCENTILES
 from .records import jsonable
 
@@ -72,7 +78,10 @@ def _num(v: Any) -> float:
 
 def _fmt3(v: float) -> str:
     """Metric value with 3 decimals; '–' when missing."""
-    return "–" if not math.isfinite(v) else f"{v:.3f}"
+    if not math.isfinite(v):
+        return "–"
+    text = f"{v:.3f}"
+    return "0.000" if text == "-0.000" else text  # no negative zero (a ROAD gap of -0.0001)
 
 
 def _fmt_time(v: float) -> str:
@@ -100,6 +109,10 @@ def _iou_getter(p: Any) -> Callable[[Mapping], float]:
 
 def _key_getter(key: str) -> Callable[[Mapping], float]:
     return lambda r: _num(r.get(key))
+
+
+def _road_getter(key: str) -> Callable[[Mapping], float]:
+    return lambda r: _num((r.get("road") or {}).get(key))
 
 
 def _pct_label(p: Any) -> str:
@@ -214,6 +227,49 @@ def markdown_tables(results: Mapping[str, Any]) -> str:
         "average precision over the pixels of all images; time: lower is better)\n\n"
         f"{table2}\n\n{_NOTE_BOLD}\n"
         + _speed_note(methods)
+        + "\n"
+        + _faithfulness_table(results)
+    )
+
+
+def _road_images(results: Mapping[str, Any]) -> int:
+    """Images ROAD scored: the largest count among the records (the configured subset, or fewer test images)."""
+    counts = [
+        int(rec["road"].get("images") or 0)
+        for m in results["methods"].values()
+        for rec in (m.get("plain"), m.get("tta"))
+        if rec and isinstance(rec.get("road"), Mapping)
+    ]
+    return max(counts, default=0)
+
+
+def _faithfulness_table(results: Mapping[str, Any]) -> str:
+    """Table 3: pointing game, relevance mass / rank accuracy (every image) and ROAD (the first images)."""
+    methods = results["methods"]
+    table = _table(
+        methods,
+        [
+            ("Pointing game", _key_getter("pointing_game"), _fmt3, True),
+            ("Relevance mass acc.", _key_getter("relevance_mass"), _fmt3, True),
+            ("Relevance rank acc.", _key_getter("relevance_rank"), _fmt3, True),
+            ("ROAD AUC MoRF ↓", _road_getter("auc_morf"), _fmt3, False),
+            ("ROAD AUC LeRF ↑", _road_getter("auc_lerf"), _fmt3, True),
+            ("(LeRF − MoRF) / 2 ↑", _road_getter("gap"), _fmt3, True),
+        ],
+    )
+    n = _road_images(results)
+    road = (
+        f"ROAD on the first {n} test images (the same for every method)" if n
+        else "ROAD not computed (road_images 0, or 3D images: its imputation is 2D only)"
+    )
+    return (
+        "**Table 3 — Faithfulness** (pointing game: share of images whose map maximum lies in the mask; relevance "
+        "mass accuracy: share of the map's mass inside the mask; relevance rank accuracy: share of the |mask| "
+        "highest-ranked pixels inside it; these three over every image. ROAD (Rong et al. 2022): the classifier's "
+        "probability of the explained class after the 10 … 90 % most (MoRF, lower is better) or least (LeRF, higher "
+        "is better) relevant pixels are replaced by noisy linear imputation; AUC = the curve's mean level; "
+        f"(LeRF − MoRF) / 2 in [−0.5, 0.5], higher is more faithful, 0 for a constant map. {road}.)\n\n"
+        f"{table}\n\n{_NOTE_BOLD}\n"
     )
 
 
@@ -310,6 +366,11 @@ def _markdown(results: Mapping[str, Any]) -> str:
         + _timing_note(results.get("timing"))
         + "; the paper's times come from other hardware, so compare the ordering of methods, not the values.",
         "",
+        "Tables 1 and 2 and the first three columns of Table 3 measure plausibility (does the map find the lesion); "
+        "ROAD measures faithfulness (does the map rank first the pixels the classifier uses): a map can find "
+        "lesions the classifier ignores. The random map's ROAD gap is near 0; the mask row's ROAD shows how much "
+        "the decision rests on the lesion itself.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -388,6 +449,38 @@ def _pr_plot(results: Mapping[str, Any], path: Path) -> None:
     save_png(fig, path)
 
 
+def _has_road(results: Mapping[str, Any]) -> bool:
+    return any((m.get("plain") or {}).get("road") for m in results["methods"].values())
+
+
+def _road_plot(results: Mapping[str, Any], path: Path) -> None:
+    """ROAD curves, no augmentation: the explained class' probability against the share of pixels removed, most
+    relevant first (MoRF, left) and least relevant first (LeRF, right); references grey."""
+    methods = results["methods"]
+    colours = _styles(methods)
+    pct = np.array([_num(p) for p in (results.get("road") or {}).get("percentages") or ROAD_PERCENTAGES])
+    fig = new_figure((11.0, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, title in ((axes[0], "morf", "MoRF (most relevant removed first; lower = more faithful)"),
+                           (axes[1], "lerf", "LeRF (least relevant removed first; higher = more faithful)")):
+        for n in _ordered(methods):
+            curve = _arr(((methods[n].get("plain") or {}).get("road") or {}).get(key))
+            if curve.size == 0 or curve.size != pct.size:
+                continue
+            style = ":" if _is_reference(n) else "-"
+            ax.plot(pct, curve, linestyle=style, marker="o", markersize=3, color=colours[n], linewidth=1.4, label=n)
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("pixels removed (%), noisy linear imputation")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("probability of the explained class")
+    fig.suptitle(f"ROAD curves (first {_road_images(results)} test images, no augmentation)")
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    save_png(fig, path)
+
+
 def _as_stack(value: Any, field: str) -> np.ndarray:
     """(N, W, H) float array (x-first slices) from a tensor / array of shape (N, W, H) or (N, 1, W, H); 3D: the
     middle slice (:func:`scripts.figures.slice_2d`)."""
@@ -430,7 +523,8 @@ def _picture_grid(grid: Mapping[str, Any], path: Path) -> None:
 def write_report(results: dict, output_dir: str, grid: dict | None = None) -> dict[str, str]:
     """Write the benchmark report (method.md §5-§6) into ``output_dir``; return the path of every file written.
 
-    Keys of the returned dict: ``json``, ``markdown``, ``iou_plot``, ``pr_plot`` and ``grid`` (when ``grid`` is
+    Keys of the returned dict: ``json``, ``markdown``, ``iou_plot``, ``pr_plot``, ``road_plot`` (when some method
+    has ROAD curves) and ``grid`` (when ``grid`` is
     given: ``{"images": (N, W, H) in [0, 1], "masks": (N, W, H) binary, "maps": {method: (N, W, H)}}``, x-first
     arrays as the bundle loads them, drawn upright).
     """
@@ -448,6 +542,9 @@ def write_report(results: dict, output_dir: str, grid: dict | None = None) -> di
     atomic_write(paths["markdown"], lambda f: f.write(text))
     _iou_plot(results, paths["iou_plot"])
     _pr_plot(results, paths["pr_plot"])
+    if _has_road(results):
+        paths["road_plot"] = out / "road_curves.png"
+        _road_plot(results, paths["road_plot"])
     if grid is not None:
         paths["grid"] = out / "picture_grid.png"
         _picture_grid(grid, paths["grid"])

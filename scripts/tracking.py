@@ -16,6 +16,7 @@ so that no config has to list them twice.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -79,8 +80,10 @@ def benchmark_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     """The scalar scores of :meth:`scripts.benchmark.LocalizationBenchmark.run`'s results, flat, as metric name ->
     value (what the benchmark engine puts in ``state.metrics`` for the tracking handlers).
 
-    ``<method>/iou_<p>``, ``<method>/auc_total``, ``<method>/auc_partial``, ``<method>/ap`` and
-    ``<method>/seconds_per_image``; the augmented row of a method is ``<method>_TTA``. Curves are left out.
+    ``<method>/iou_<p>``, ``<method>/auc_total``, ``<method>/auc_partial``, ``<method>/ap``, the faithfulness
+    scores ``<method>/pointing_game``, ``/relevance_mass``, ``/relevance_rank``, ``/road_auc_morf``,
+    ``/road_auc_lerf``, ``/road_gap`` (undefined values left out) and ``<method>/seconds_per_image``; the augmented
+    row of a method is ``<method>_TTA``. Curves are left out.
     """
     flat: dict[str, float] = {}
     for name, row in results.get("methods", {}).items():
@@ -93,6 +96,13 @@ def benchmark_metrics(results: Mapping[str, Any]) -> dict[str, float]:
             for key in ("auc_total", "auc_partial", "ap", "seconds_per_image"):
                 if scores.get(key) is not None:
                     flat[f"{prefix}/{key}"] = float(scores[key])
+            for key in ("pointing_game", "relevance_mass", "relevance_rank"):
+                if scores.get(key) is not None and math.isfinite(float(scores[key])):
+                    flat[f"{prefix}/{key}"] = float(scores[key])
+            for key in ("auc_morf", "auc_lerf", "gap"):
+                value = (scores.get("road") or {}).get(key)
+                if value is not None and math.isfinite(float(value)):
+                    flat[f"{prefix}/road_{key}"] = float(value)
     return flat
 
 

@@ -85,6 +85,32 @@ def test_pipeline_trains_every_stage_and_writes_the_report(tiny_bundle):
     assert list(inference.glob("*_explanation.nii.gz")) and list(inference.glob("*_overlay.png"))
 
 
+def test_benchmark_reports_faithfulness_on_the_road_subset(tiny_data, tiny_bundle, tmp_path):
+    """evaluate.json scores pointing game, relevance mass / rank on every image and ROAD on the first road_images."""
+    over = tiny_overrides(tiny_data, tmp_path)
+    over[over.index("--ckpt_dir") + 1] = str(tiny_bundle / "models")
+    run_bundle("evaluating", "configs/evaluate.json", *over, "--road_images", "2")
+    report = json.loads((tmp_path / "localization.json").read_text())
+    assert report["num_images"] > 2 and report["road"]["images"] == 2
+    for name, row in report["methods"].items():
+        for kind in ("plain", "tta"):
+            r = row[kind]
+            if not r:
+                continue
+            for key in ("pointing_game", "relevance_mass", "relevance_rank"):
+                assert 0.0 <= r[key] <= 1.0, (name, kind, key)
+            road = r["road"]
+            assert road["images"] == 2, (name, kind)  # the subset, not the whole test set
+            assert len(road["morf"]) == len(road["lerf"]) == 9
+            assert all(0.0 <= v <= 1.0 for v in road["morf"] + road["lerf"] + [road["auc_morf"], road["auc_lerf"]])
+            assert road["gap"] == pytest.approx((road["auc_lerf"] - road["auc_morf"]) / 2, abs=1e-6)
+    ceiling = report["methods"]["Mask (ceiling)"]["plain"]
+    assert ceiling["pointing_game"] == 1.0 and ceiling["relevance_rank"] > 0.99
+    md = (tmp_path / "localization.md").read_text()
+    assert "Table 3 — Faithfulness" in md and "ROAD on the first 2 test images" in md
+    assert (tmp_path / "road_curves.png").stat().st_size > 1000
+
+
 def test_explainer_duo_variant_and_resume(tiny_data, tiny_bundle, tmp_path):
     """A Duo variant trains from the same classifier; a second run with more epochs resumes from the first."""
     over = tiny_overrides(tiny_data, tmp_path) + ["--classifier_path", str(tiny_bundle / "models" / "classifier.pt")]

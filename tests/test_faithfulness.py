@@ -309,3 +309,20 @@ def test_road_handler_and_metric_reproducible():
     metric.reset()
     metric(list(maps), list(images), targets=list(y))  # decollated lists, re-seeded by reset()
     torch.testing.assert_close(metric.aggregate(), first, rtol=0, atol=1e-5)
+
+
+def test_road_handler_scores_only_the_first_images_of_each_run():
+    """``max_images`` keeps the leading images over batch boundaries (3 of 2 + 2), again after a second run."""
+    model, images, maps, y = _road_batch(b=4)
+    batches = [{"explanation": maps[:2], "image": images[:2], "y_hat": y[:2]},
+               {"explanation": maps[2:], "image": images[2:], "y_hat": y[2:]}]
+    pct = (20, 50, 80)
+    handler = ROAD(model, percentages=pct, noise=0.0, max_images=3, kind="all")
+    engine = _run_engine(batches, {"road": handler})
+    morf, lerf = compute_road(model, images[:3], maps[:3], y[:3], pct, noise=0.0)
+    assert engine.state.metric_details["road"].shape == (3, 9)
+    torch.testing.assert_close(engine.state.metrics["road"][:3], morf.mean(dim=0), rtol=0, atol=1e-4)
+    engine.run(batches, max_epochs=1)  # the handler resets at each run's start: the same 3 images again
+    assert engine.state.metric_details["road"].shape == (3, 9)
+    with pytest.raises(BundleInputError, match="max_images"):
+        ROAD(model, max_images=-1)

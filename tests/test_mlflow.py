@@ -145,6 +145,18 @@ def test_benchmark_metrics_are_flat_and_valid_mlflow_names():
     assert len(flat) == 5 + 5 + 4
 
 
+def test_benchmark_metrics_carry_the_faithfulness_scores():
+    from scripts.tracking import benchmark_metrics
+
+    score = {"iou": {"90": 0.5}, "pointing_game": 0.9, "relevance_mass": 0.3, "relevance_rank": float("nan"),
+             "road": {"images": 2, "morf": [0.5], "lerf": [0.9], "auc_morf": 0.4, "auc_lerf": 0.8, "gap": 0.2}}
+    flat = benchmark_metrics({"methods": {"Ours": {"plain": score, "tta": dict(score, road=None)}}})
+    assert flat["Ours/pointing_game"] == 0.9 and flat["Ours/relevance_mass"] == 0.3
+    assert "Ours/relevance_rank" not in flat  # undefined: left out
+    assert (flat["Ours/road_auc_morf"], flat["Ours/road_auc_lerf"], flat["Ours/road_gap"]) == (0.4, 0.8, 0.2)
+    assert "Ours_TTA/road_gap" not in flat and flat["Ours_TTA/pointing_game"] == 0.9
+
+
 def test_plain_monai_mlflow_handler_records_the_benchmark_engine(tmp_path, monkeypatch):
     """``--tracking mlflow`` (MONAI's defaults) on evaluate.json: its handler sees the scores as epoch metrics."""
     from monai.handlers import MLFlowHandler

@@ -197,4 +197,6 @@ def test_evaluate_ddp_shards_the_test_set_and_matches_one_process(tiny_data, tin
             seconds = other.pop("seconds_per_image")
             assert (seconds is None) == (scores.pop("seconds_per_image") is None), (name, kind)
             tol = 5e-3 if name == "Mask (ceiling)" else 1e-6
+            # ROAD: each rank seeds its own imputation noise, so an image gets another noise draw than in one process
+            _close(other.pop("road"), scores.pop("road"), f"{name}/{kind}/road", 1e-3)
             _close(other, scores, f"{name}/{kind}", tol)

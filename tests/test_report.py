@@ -280,3 +280,65 @@ def test_methods_are_timed_in_turns():
     slow_calls = sum(1 for n, _ in log if n == "slow") - 1
     fast_calls = sum(1 for n, _ in log if n == "fast") - 1
     assert slow_calls >= 2 and fast_calls >= slow_calls  # both past one round; the fast one needs more calls
+
+
+def faithful(pg: float, mass: float, rank: float, road: tuple[float, float, float] | None) -> dict:
+    """A result record with the faithfulness scores (ROAD: ``(auc_morf, auc_lerf, gap)`` on 4 images, flat curves)."""
+    rec = record(0.1)
+    rec.update(pointing_game=pg, relevance_mass=mass, relevance_rank=rank, road=None)
+    if road is not None:
+        morf, lerf, gap = road
+        rec["road"] = {"images": 4, "morf": [morf] * 9, "lerf": [lerf] * 9, "auc_morf": morf, "auc_lerf": lerf,
+                       "gap": gap}
+    return rec
+
+
+def faithfulness_results() -> dict:
+    return {
+        "percentiles": PCTS,
+        "road": {"images": 4, "percentages": [10, 20, 30, 40, 50, 60, 70, 80, 90], "noise": 0.01},
+        "methods": {
+            "Gradient": {"plain": faithful(0.5, 0.2, 0.25, (0.6, 0.7, 0.05)),
+                         "tta": faithful(0.6, 0.3, 0.3, (0.5, 0.8, 0.15))},
+            "BBMP": {"plain": faithful(0.7, 0.1, 0.2, None), "tta": None},  # no ROAD numbers: dashes
+            "Ours": {"plain": faithful(0.7, 0.35, 0.4, (0.4, 0.75, 0.175)),
+                     "tta": faithful(0.9, 0.3, NAN, (0.45, 0.8, 0.175))},
+            "Random (reference)": {"plain": faithful(0.05, 0.1, 0.1, (0.7, 0.7, 0.0)), "tta": None},
+            "Mask (ceiling)": {"plain": faithful(1.0, 0.99, 1.0, (0.2, 0.9, 0.35)), "tta": None},
+        },
+    }
+
+
+def test_faithfulness_table_golden(tmp_path):
+    md = markdown_tables(faithfulness_results())
+    table = md.split("**Table 3 — Faithfulness**")[1]
+    assert "ROAD on the first 4 test images (the same for every method)" in table.split("\n\n")[0]
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert lines == [
+        "| method | Pointing game | Relevance mass acc. | Relevance rank acc. | ROAD AUC MoRF ↓ | ROAD AUC LeRF ↑ "
+        "| (LeRF − MoRF) / 2 ↑ |",
+        "|---|---|---|---|---|---|---|",
+        "| Gradient | 0.500 / 0.600 | 0.200 / **0.300** | 0.250 / **0.300** | 0.600 / 0.500 | 0.700 / **0.800** "
+        "| 0.050 / 0.150 |",
+        "| BBMP | **0.700** | 0.100 | 0.200 | – | – | – |",
+        "| Ours | **0.700** / **0.900** | **0.350** / **0.300** | **0.400** / – | **0.400** / **0.450** "
+        "| **0.750** / **0.800** | **0.175** / **0.175** |",
+        "| *Random (reference)* | *0.050* | *0.100* | *0.100* | *0.700* | *0.700* | *0.000* |",
+        "| *Mask (ceiling)* | *1.000* | *0.990* | *1.000* | *0.200* | *0.900* | *0.350* |",
+    ]
+    paths = write_report(faithfulness_results(), str(tmp_path))
+    data = json.loads(open(paths["json"]).read())
+    assert data["methods"]["BBMP"]["plain"]["road"] is None and data["methods"]["Ours"]["tta"]["relevance_rank"] is None
+    assert data["methods"]["Ours"]["plain"]["road"]["lerf"] == [0.75] * 9
+    assert Image.open(paths["road_plot"]).size[0] > 400
+
+
+def test_faithfulness_table_without_road():
+    results = faithfulness_results()
+    for m in results["methods"].values():
+        for rec in (m["plain"], m["tta"]):
+            if rec:
+                rec["road"] = None
+    md = markdown_tables(results)
+    assert "ROAD not computed" in md
+    assert table_rows(md.split("**Table 3")[1])["Gradient"][3:] == ["– / –", "– / –", "– / –"]
