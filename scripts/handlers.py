@@ -170,13 +170,16 @@ class StopOnNonFinite:
     """Stop a training whose loss (or, at the end of an epoch, a weight of ``network``) is NaN or infinite.
 
     The trainer raises one :class:`BundleInputError` saying where it happened and what to try (the exception hook
-    prints it as one line, exit status 1). It fires at the iteration whose loss is not finite, before the epoch's
-    validation, so the checkpoint savers attached to the validation never see the diverged weights: the best and the
-    resume checkpoints stay as they were. A NaN from one bad image cannot get here (``scripts.data.CheckImaged``
-    refuses it while reading); this is a diverging optimisation (learning rate, loss weights).
+    prints it as one line, exit status 1). Each iteration's loss is checked on its device, without a host read (the
+    training step stays free of syncs); the flag is read once per epoch, at ``EPOCH_COMPLETED`` and before the
+    epoch's validation, so the checkpoint savers attached to the validation never see the diverged weights: the best
+    and the resume checkpoints stay as they were. A NaN from one bad image cannot get here
+    (``scripts.data.CheckImaged`` refuses it while reading); this is a diverging optimisation (learning rate, loss
+    weights).
 
-    List it first in a trainer's handler list: it also handles the trainer's ``EXCEPTION_RAISED`` event, and re-raises
-    the error there before the handlers after it (MONAI's ``StatsHandler``) log a traceback.
+    List it first in a trainer's handler list: its ``EPOCH_COMPLETED`` check must run before the validation, and it
+    also handles the trainer's ``EXCEPTION_RAISED`` event, re-raising the error there before the handlers after it
+    (MONAI's ``StatsHandler``) log a traceback.
 
     Args:
         stage: the stage's name for the message ("classifier").
@@ -186,32 +189,50 @@ class StopOnNonFinite:
     def __init__(self, stage: str = "training", network: torch.nn.Module | None = None) -> None:
         self.stage = stage
         self.network = network
+        self._bad: torch.Tensor | None = None  # any non-finite loss this epoch (a device tensor)
+        self._first: torch.Tensor | None = None  # the first non-finite loss value this epoch
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.check_loss)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.check_weights)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.check_epoch)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.reraise)
 
     def _stop(self, engine: Engine, what: str) -> None:
         raise BundleInputError(
-            f"{self.stage} training stopped: {what} at epoch {engine.state.epoch}, iteration {engine.state.iteration}; "
-            f"the best and resume checkpoints are left as they were. Try a lower --learning_rate"
+            f"{self.stage} training stopped: {what} in epoch {engine.state.epoch} (by iteration "
+            f"{engine.state.iteration}); the best and resume checkpoints are left as they were. Try a lower "
+            "--learning_rate"
         )
 
     def check_loss(self, engine: Engine) -> None:
+        """Fold this iteration's loss into the epoch's flag, on its device (a plain number is checked at once)."""
         loss = _loss_value(engine.state.output)
         if loss is None:
             return
-        value = float(loss.detach().float().mean()) if isinstance(loss, torch.Tensor) else float(loss)
-        if not math.isfinite(value):
-            self._stop(engine, f"the loss became {value}")
+        if not isinstance(loss, torch.Tensor):
+            if not math.isfinite(float(loss)):
+                self._stop(engine, f"the loss became {float(loss)}")
+            return
+        loss = loss.detach().float().mean()
+        bad = ~torch.isfinite(loss)
+        if self._bad is None:
+            self._bad, self._first = bad, torch.where(bad, loss, torch.zeros_like(loss))
+        else:
+            self._first = torch.where(self._bad | ~bad, self._first, loss)
+            self._bad = self._bad | bad
 
-    def check_weights(self, engine: Engine) -> None:
+    def check_epoch(self, engine: Engine) -> None:
+        """One host read of the epoch's loss flag, then one of the weights' (``network``)."""
+        bad, first = self._bad, self._first
+        self._bad = self._first = None
+        if bad is not None and bool(bad):
+            self._stop(engine, f"the loss became {float(first)}")
         if self.network is None:
             return
-        for name, p in self.network.named_parameters():
-            if not bool(torch.isfinite(p.detach()).all()):
-                self._stop(engine, f"weight {name} became non-finite")
+        named = list(self.network.named_parameters())
+        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]) if named else None
+        if finite is not None and not bool(finite.all()):
+            self._stop(engine, f"weight {named[int((~finite).nonzero()[0])][0]} became non-finite")
 
     @staticmethod
     def reraise(engine: Engine, e: BaseException) -> None:

@@ -100,3 +100,25 @@ def test_bad_input_from_a_dataloader_worker_is_found():
     with pytest.raises(BundleInputError) as info:
         next(iter(DataLoader(Bad(), num_workers=1)))
     assert str(info.value) == "/data/x.dcm: DICOM has 3 frames;\n  expected one"
+
+
+def test_stop_on_non_finite_reads_the_loss_once_per_epoch_and_names_the_first_bad_value():
+    """The per-iteration check stays on the device; the epoch's end raises with the first non-finite loss."""
+    import pytest
+    import torch
+    from ignite.engine import Engine, Events
+
+    from scripts.errors import BundleInputError
+    from scripts.handlers import StopOnNonFinite
+
+    losses = iter([1.0, float("inf"), float("nan"), 2.0, 1.0, 1.0])
+    engine = Engine(lambda e, b: {"loss": torch.tensor(next(losses))})
+    StopOnNonFinite("toy", network=torch.nn.Linear(2, 2)).attach(engine)
+    seen: list[int] = []
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.iteration))
+    with pytest.raises(BundleInputError, match=r"toy training stopped: the loss became inf in epoch 1 \(by iteration 4\)"):
+        engine.run([0] * 4, max_epochs=2)
+    assert seen == [1, 2, 3, 4]  # the epoch ran to its end: no host read per iteration stopped it early
+    ok = Engine(lambda e, b: {"loss": torch.tensor(1.0)})
+    StopOnNonFinite("toy").attach(ok)
+    ok.run([0] * 3, max_epochs=2)  # finite: no stop
