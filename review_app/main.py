@@ -17,7 +17,9 @@ Start it from the bundle root with the review environment (``./run.sh review-app
 Unlike MONAI Label's sample ``monaibundle`` app it fetches nothing at start (no model-zoo index): it serves the
 bundle next to it. Temporary files and sessions live under ``review_app/.runtime/`` (or ``$SIMADV_REVIEW_RUNTIME``),
 and the datastore (``datastore_v2.json``, ``labels/<tag>/``) in the studies folder, as in every local MONAI Label
-datastore. Errors a client can cause answer HTTP 4xx with a message, not MONAI Label's 500: an unknown model, an
+datastore (``lib/datastore.py``). ``--studies http://host:8042/dicom-web`` serves a DICOMweb server's radiographs
+instead, writing the explanations and the reviewed labels to it as DICOM SEG (``lib/pacs.py``), with OHIF at
+``/ohif/``. Errors a client can cause answer HTTP 4xx with a message, not MONAI Label's 500: an unknown model, an
 image id that is not in the datastore, a label for an unknown image or of the wrong size, an unreadable image, an
 unknown or bad parameter.
 
@@ -34,9 +36,7 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any
 
 APP_DIR = Path(__file__).resolve().parent
 DEFAULT_BUNDLE_ROOT = APP_DIR.parent
@@ -51,14 +51,11 @@ from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 
 from lib import guard  # noqa: E402
+from lib.datastore import STUDY_EXTENSIONS, ReviewDatastore  # noqa: E402
 from lib.explain import ExplainTask  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-#: study files the datastore lists: what the bundle's readers load in this environment (DICOM needs pydicom 3).
-STUDY_EXTENSIONS = ["*.png", "*.jpg", "*.jpeg", "*.nii.gz", "*.nii"]
-#: reviewed-label formats the datastore accepts (scripts.data.reviewed reads the same ones).
-LABEL_SUFFIXES = guard.LABEL_SUFFIXES
 
 
 def _runtime_dir() -> Path:
@@ -75,140 +72,6 @@ def _refuse(message: str) -> None:
     print(f"review app: {message}", file=sys.stderr, flush=True)
     logging.shutdown()
     os._exit(1)
-
-
-def _load(path: str):
-    """An image or label as the bundle loads it: channel first, then x-first spatial axes."""
-    from monai.transforms import LoadImage
-    from scripts.data import reader_for
-
-    return LoadImage(image_only=True, ensure_channel_first=True)(path, reader=reader_for(path))
-
-
-def _scrub(message: str, *paths: str) -> str:
-    """``message`` without server paths: each of ``paths`` (and its resolved form) replaced by its file name."""
-    for p in paths:
-        for form in {p, os.path.realpath(p)}:
-            if form:
-                message = message.replace(form, os.path.basename(form))
-    return message
-
-
-class ReviewDatastore(LocalDatastore):
-    """The local datastore, closed: ids and tags checked, every path kept inside the studies, labels checked.
-
-    Image ids and label tags must match :data:`lib.guard.ID_PATTERN`; an image path that resolves outside the
-    studies folder, or a label path outside ``<studies>/labels``, is never read or written (a study linked from
-    elsewhere is not served: copy it in). Images are not added or removed through the API; a label never lands on
-    an image. A label must belong to an image of the datastore, be PNG or NIfTI, and have the image's size (reviewed
-    labels become lesion masks: ``python -m scripts.data.reviewed``).
-    """
-
-    #: writes of this process one at a time (MONAI Label's file lock is per process; its reload thread re-reads)
-    _write_lock = threading.RLock()
-
-    @staticmethod
-    def _valid(value: Any) -> bool:
-        return isinstance(value, str) and guard.ID_PATTERN.fullmatch(value) is not None and ".." not in value
-
-    def _labels_root(self) -> str:
-        return self._datastore.label_path(None)
-
-    def get_image_uri(self, image_id: str) -> str:
-        if not self._valid(image_id):
-            return ""
-        uri = super().get_image_uri(image_id)
-        return uri if uri and guard.inside(self._datastore_path, uri) else ""
-
-    def get_image_info(self, image_id: str) -> dict[str, Any]:
-        return super().get_image_info(image_id) if self.get_image_uri(image_id) else {}
-
-    def get_label_uri(self, label_id: str, label_tag: str) -> str:
-        if not (self._valid(label_id) and self._valid(label_tag)):
-            return ""
-        uri = super().get_label_uri(label_id, label_tag)
-        return uri if uri and self._label_path_ok(uri) else ""
-
-    def get_label_info(self, label_id: str, label_tag: str) -> dict[str, Any]:
-        return super().get_label_info(label_id, label_tag) if self.get_label_uri(label_id, label_tag) else {}
-
-    def _label_path_ok(self, path: str) -> bool:
-        """Inside ``<studies>/labels`` (resolved), that folder inside the studies, and not an image's file."""
-        root = self._labels_root()
-        if not (guard.inside(self._datastore_path, root) and guard.inside(root, path)):
-            return False
-        real = os.path.realpath(path)
-        if os.path.realpath(os.path.dirname(real)) == os.path.realpath(self._datastore.image_path()):
-            return False
-        return real not in {super(ReviewDatastore, self).get_image_uri(i) for i in self._datastore.objects}
-
-    def list_images(self) -> list[str]:
-        return [i for i in super().list_images() if self._valid(i)]
-
-    def get_unlabeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
-        return [i for i in super().get_unlabeled_images(label_tag, labels) if self._valid(i)]
-
-    def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
-        return [i for i in super().get_labeled_images(label_tag, labels) if self._valid(i)]
-
-    def json(self) -> dict[str, Any]:
-        record = super().json()
-        record["objects"] = {k: v for k, v in record.get("objects", {}).items() if self._valid(k)}
-        return record
-
-    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
-        raise HTTPException(status_code=403, detail="the review app does not add images; copy them into the studies")
-
-    def remove_image(self, image_id: str) -> None:
-        raise HTTPException(status_code=403, detail="the review app does not remove images")
-
-    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
-        if not self.get_image_uri(image_id):
-            raise HTTPException(status_code=404, detail=f"image id {image_id!r} is not in the datastore")
-        with self._write_lock:
-            return super().update_image_info(image_id, info)
-
-    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
-        if not self.get_label_uri(label_id, label_tag):
-            raise HTTPException(status_code=404, detail="no such label")
-        with self._write_lock:
-            return super().update_label_info(label_id, label_tag, info)
-
-    def remove_label(self, label_id: str, label_tag: str) -> None:
-        raise HTTPException(status_code=403, detail="the review app does not remove labels; save a new one")
-
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
-        guard.check_id(image_id, "image id")
-        guard.check_id(label_tag, "label tag")
-        self._check_label(image_id, label_filename)
-        suffix = next(s for s in LABEL_SUFFIXES if label_filename.lower().endswith(s))
-        dest = os.path.join(self._datastore.label_path(label_tag), image_id + suffix)
-        if not self._label_path_ok(dest):
-            raise HTTPException(status_code=403, detail="labels are stored under the datastore's labels/ folder only")
-        with self._write_lock:
-            return super().save_label(image_id, label_filename, label_tag, label_info)
-
-    def _check_label(self, image_id: str, label_filename: str) -> None:
-        image_uri = self.get_image_uri(image_id)
-        if not image_uri:
-            raise HTTPException(status_code=404, detail=f"image id {image_id!r} is not in the datastore")
-        if not os.path.basename(label_filename).lower().endswith(LABEL_SUFFIXES):
-            raise HTTPException(status_code=415, detail=f"save reviewed labels as {list(LABEL_SUFFIXES)}")
-        try:
-            label, image = _load(label_filename), _load(image_uri)
-        except Exception as e:  # an unreadable upload
-            why = _scrub(f"{type(e).__name__}: {e}", label_filename, image_uri, tempfile.gettempdir(), self._datastore_path)
-            raise HTTPException(status_code=422, detail=f"cannot read the label for {image_id!r}: {why}") from None
-        if tuple(label.shape[1:]) != tuple(image.shape[1:]):
-            raise HTTPException(
-                status_code=422,
-                detail=f"label for {image_id!r} has size {list(label.shape[1:])}, its image {list(image.shape[1:])} "
-                "(as loaded, x first); a reviewed label must have the image's size",
-            )
-        if label.numel() and (bool((label < 0).any()) or not bool((label == label.round()).all())):
-            raise HTTPException(
-                status_code=422, detail=f"label for {image_id!r} must hold integer levels >= 0 (0 = background)"
-            )
 
 
 class SimAdvReviewApp(MONAILabelApp):
@@ -258,7 +121,9 @@ class SimAdvReviewApp(MONAILabelApp):
             import monailabel.app
 
             origins = guard.cors_origins(settings.MONAI_LABEL_CORS_ORIGINS)
-            guard.install(monailabel.app.app, token=self.token, max_body=self.max_body, cors_origins=origins)
+            pacs = self.studies.startswith(("http://", "https://"))
+            guard.install(monailabel.app.app, token=self.token, max_body=self.max_body, cors_origins=origins,
+                          viewer=pacs)
             logger.info(
                 "review API: %s; token %s; CORS %s", guard.SERVED, "required" if self.token else "off (loopback only)",
                 origins or "off",
@@ -266,10 +131,7 @@ class SimAdvReviewApp(MONAILabelApp):
 
     def init_datastore(self):
         if self.studies.startswith(("http://", "https://")):
-            message = "the review app serves a local studies folder only (not DICOMweb/XNAT/DSA)"
-            if _in_server():
-                _refuse(message)
-            raise ValueError(message)
+            return self._init_pacs()
         datastore = ReviewDatastore(
             self.studies,
             extensions=STUDY_EXTENSIONS,
@@ -281,6 +143,26 @@ class SimAdvReviewApp(MONAILabelApp):
             logger.warning(
                 "%d study file(s) not served: their ids (file names) are not letters, digits, '.', '_', '-'", skipped
             )
+        return datastore
+
+    def _init_pacs(self):
+        """A DICOMweb server as the datastore (lib/pacs.py); a bad setting stops the server with one line."""
+        from lib.pacs import PacsDatastore, search_filter
+
+        try:
+            if settings.MONAI_LABEL_DATASTORE.lower() not in ("", "dicomweb"):
+                raise ValueError(f"the review app serves a folder or a DICOMweb server, not {settings.MONAI_LABEL_DATASTORE}")
+            cache = settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or str(self.runtime / "pacs")
+            datastore = PacsDatastore(
+                self.studies, cache, settings.MONAI_LABEL_DICOMWEB_USERNAME or "",
+                settings.MONAI_LABEL_DICOMWEB_PASSWORD or "", search_filter(),
+            )
+            datastore.list_images()  # the server answers, with these credentials
+        except Exception as e:
+            message = f"cannot use the DICOMweb server {self.studies}: {getattr(e, 'detail', None) or e}"
+            if _in_server():
+                _refuse(message)
+            raise ValueError(message) from None
         return datastore
 
     def init_infers(self) -> dict[str, InferTask]:
@@ -329,11 +211,19 @@ class SimAdvReviewApp(MONAILabelApp):
         save = str(request.get("save_label", False)).lower() in ("true", "1")
         tag = guard.check_id(request.get("label_tag") or "original", "label tag") if save else "original"
         request = {**copy.deepcopy(request), "description": task.description, "image": uri, "image_id": image}
-        result_file, result_json = task(request)
+        explained = task.explain(request)
+        pacs = getattr(datastore, "store", None)
+        if pacs is not None and explained["params"]["send_to_pacs"]:
+            # the explanation to the PACS: SEG of the levels + heatmap, same Study, new Series (lib/pacs.py)
+            explained["result"]["pacs"] = pacs(list(task.dicom_objects(explained)))
+        result_file = task.write_result(explained)
+        result_json = explained["result"]
         label_id = result_file
         if save:
             try:
-                label_id = datastore.save_label(image, result_file, tag, {"model": model, "params": result_json})
+                extra = {"to_pacs": False} if pacs is not None else {}  # the explanation is in the PACS already
+                label_id = datastore.save_label(image, result_file, tag, {"model": model, "params": result_json},
+                                                **extra)
             except BaseException:
                 if os.path.isfile(result_file):
                     os.unlink(result_file)

@@ -112,6 +112,28 @@ def _check_trained_against(
     )
 
 
+def _upsample_hint(network: torch.nn.Module, state: dict) -> str:
+    """If ``state`` fits ``network`` built with the other decoder (transposed convolutions, the generators up to
+    bundle 0.5.0, or resize-convolutions), the option that loads it; else ``""``."""
+    from .networks import SimAdvGenerator
+
+    if not isinstance(network, SimAdvGenerator) or not hasattr(network, "build_kwargs"):
+        return ""
+    current = network.build_kwargs.get("upsample", "deconv")
+    for other in ("deconv", "resize"):
+        if other == current:
+            continue
+        try:
+            candidate = type(network)(**{**network.build_kwargs, "upsample": other})
+            candidate.load_state_dict(state)
+        except Exception:
+            continue
+        when = " (the generators of bundle 0.5.0 and earlier)" if other == "deconv" else ""
+        return (f"it was trained with upsample={other!r}{when}, the config builds upsample={current!r}; "
+                f"add --generator_upsample {other}")
+    return ""
+
+
 def load_network(
     network: torch.nn.Module,
     path: str | os.PathLike,
@@ -137,6 +159,9 @@ def load_network(
     try:
         network.load_state_dict(state)
     except RuntimeError as e:
+        guess = _upsample_hint(network, state)
+        if guess:
+            raise BundleInputError(f"{what} {path} does not fit the configured network: {guess}") from e
         first = str(e).splitlines()[0:3]
         raise BundleInputError(f"{what} {path} does not fit the configured network: {' '.join(first)}") from e
     return network

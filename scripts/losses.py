@@ -32,12 +32,13 @@ __all__ = [
     "regularization_terms",
     "regularization_loss",
     "parameter_distance",
+    "adversarial_tv",
     "SimAdvLoss",
     "MaskGeneratorLoss",
 ]
 
 #: the unweighted terms returned by :class:`SimAdvLoss` (besides the weighted total ``"loss"``).
-SIMADV_TERMS = ("loss_d", "loss_s", "loss_a", "loss_close", "loss_tv", "loss_sa")
+SIMADV_TERMS = ("loss_d", "loss_s", "loss_a", "loss_close", "loss_tv", "loss_sa", "loss_tv_a")
 #: the unweighted terms returned by :class:`MaskGeneratorLoss`.
 MASK_TERMS = ("loss_area", "loss_smooth", "loss_preserve", "loss_destroy")
 
@@ -125,6 +126,13 @@ def regularization_loss(
     return closeness_weight * terms["loss_close"] + tv_weight * terms["loss_tv"]
 
 
+def adversarial_tv(x: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
+    """``TV(x_a - x)``: the adversarial change itself is piecewise smooth, so that ``g_a`` cannot flip the classifier
+    with a high-frequency pattern spread over the image (a lattice at its upsampling period) instead of changing the
+    evidence; ``L_reg``'s TV acts on ``x_s - x_a`` only. Our addition to the paper's objective (docs/method.md)."""
+    return total_variation(x_a - x)
+
+
 def parameter_distance(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """``L_{s,a} = sum ||theta_s - theta_a||^2`` over paired parameters (method.md §2, "W"); 0 when none."""
     total: torch.Tensor | None = None
@@ -138,7 +146,8 @@ class SimAdvLoss(nn.Module):
     """The joint objective of method.md §2 with every weight exposed (Charachon et al. 2020).
 
     ``loss = alpha * L_d + lambda_s * CE_s + lambda_a * CE_adv + closeness_weight * L1(x_s, x_a)
-    + tv_weight * TV(x_s - x_a) + w_weight * L_{s,a}``.
+    + tv_weight * TV(x_s - x_a) + w_weight * L_{s,a} + adv_tv_weight * TV(x_a - x)`` (the last is ours:
+    :func:`adversarial_tv`; it enters the total only when its weight is non-zero).
 
     The TV and W columns of the paper's variant table are ``tv_weight > 0`` and ``w_weight > 0``. In the naive
     variant (``logits_s`` is ``None``, or :func:`scripts.networks.is_naive`) the terms on ``x_s`` (``d(x, x_s)`` and
@@ -155,6 +164,7 @@ class SimAdvLoss(nn.Module):
         closeness_weight: float = 1.0,
         tv_weight: float = 1.0,
         w_weight: float = 0.0,
+        adv_tv_weight: float = 0.0,
         l1_weight: float = 1.0,
         l2_weight: float = 1.0,
         ssim_weight: float = 0.0,
@@ -167,6 +177,7 @@ class SimAdvLoss(nn.Module):
         self.closeness_weight = closeness_weight
         self.tv_weight = tv_weight
         self.w_weight = w_weight
+        self.adv_tv_weight = adv_tv_weight
         self.distance_kwargs = {
             "l1_weight": l1_weight,
             "l2_weight": l2_weight,
@@ -195,6 +206,7 @@ class SimAdvLoss(nn.Module):
             "loss_a": adversarial_classification_loss(logits_a, y_hat),
             **regularization_terms(x_s, x_a),
             "loss_sa": zero,
+            "loss_tv_a": adversarial_tv(x, x_a if self.adv_tv_weight else x_a.detach()),
         }
         if not naive:
             terms["loss_d"] = terms["loss_d"] + distance_loss(x, x_s, **self.distance_kwargs)
@@ -209,6 +221,8 @@ class SimAdvLoss(nn.Module):
             + self.tv_weight * terms["loss_tv"]
             + self.w_weight * terms["loss_sa"]
         )
+        if self.adv_tv_weight:
+            terms["loss"] = terms["loss"] + self.adv_tv_weight * terms["loss_tv_a"]
         return terms
 
 

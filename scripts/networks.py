@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import Convolution
+from monai.networks.blocks import Convolution, ResidualUnit
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
@@ -22,6 +22,8 @@ from .errors import BundleInputError
 
 __all__ = [
     "GENERATOR_MODES",
+    "UPSAMPLE_MODES",
+    "ResizeConvUNet",
     "OUT_ACTIVATIONS",
     "SimAdvGenerator",
     "MaskGeneratorNet",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 GENERATOR_MODES = ("single", "duo", "naive")
+UPSAMPLE_MODES = ("deconv", "resize", "nontrainable", "pixelshuffle")
 OUT_ACTIVATIONS = ("sigmoid", "clamp", "ste")
 _LOGIT_EPS = 1e-3  # inputs are clipped to [eps, 1 - eps] before the logit: identity error <= 1e-3 of the range
 
@@ -45,6 +48,37 @@ def is_naive(generator: nn.Module | None, x: torch.Tensor | None = None, x_s: to
     return getattr(generator, "mode", None) == "naive" or (x_s is not None and x_s is x)
 
 
+class ResizeConvUNet(UNet):
+    """MONAI ``UNet`` whose decoder upsamples by interpolation then a stride-1 convolution ("resize-convolution",
+    Odena et al., Distill 2016) instead of a strided transposed convolution.
+
+    A transposed convolution whose kernel is not a multiple of its stride covers output pixels unevenly, so its outputs
+    carry a lattice at the stride's period; an adversarial generator can inflate that lattice into a universal
+    pattern that flips the classifier without touching the evidence (docs/method.md). Bilinear (trilinear) resizing
+    has no such lattice. Same encoder, widths, residual units and parameter count as ``UNet``; only
+    ``_get_up_layer`` (MONAI's documented extension point) differs.
+    """
+
+    def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
+        mode = ("linear", "bilinear", "trilinear")[self.dimensions - 1]
+        conv: nn.Module = nn.Sequential(
+            nn.Upsample(scale_factor=strides, mode=mode, align_corners=False),
+            Convolution(
+                self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size,
+                act=self.act, norm=self.norm, dropout=self.dropout, bias=self.bias,
+                conv_only=is_top and self.num_res_units == 0, adn_ordering=self.adn_ordering,
+            ),
+        )
+        if self.num_res_units > 0:
+            ru = ResidualUnit(
+                self.dimensions, out_channels, out_channels, strides=1, kernel_size=self.kernel_size, subunits=1,
+                act=self.act, norm=self.norm, dropout=self.dropout, bias=self.bias, last_conv_only=is_top,
+                adn_ordering=self.adn_ordering,
+            )
+            conv = nn.Sequential(conv, ru)
+        return conv
+
+
 def _unet(
     spatial_dims: int,
     in_channels: int,
@@ -57,10 +91,12 @@ def _unet(
     dropout: float,
     upsample: str = "deconv",
 ) -> nn.Module:
-    """The trunk: MONAI ``UNet`` (transposed-conv upsampling), or with ``upsample="nontrainable"`` MONAI
-    ``BasicUNet`` (4 levels, interpolation + conv upsampling, no checkerboard artefacts; ``channels`` gives its
-    five encoder widths, e.g. ``[16, 16, 32, 64, 128]``)."""
-    if upsample != "deconv":
+    """The trunk: MONAI ``UNet`` (transposed-conv upsampling), with ``upsample="resize"`` the same network with
+    resize-convolutions (:class:`ResizeConvUNet`), or with ``upsample="nontrainable"`` / ``"pixelshuffle"`` MONAI
+    ``BasicUNet`` (4 levels; ``channels`` gives its five encoder widths, e.g. ``[16, 16, 32, 64, 128]``)."""
+    if upsample not in UPSAMPLE_MODES:
+        raise BundleInputError(f"generator 'upsample' must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+    if upsample in ("nontrainable", "pixelshuffle"):
         if len(channels) != 5:
             raise BundleInputError(f"generator 'channels' needs 5 entries with upsample={upsample!r}, got {list(channels)}")
         return BasicUNet(
@@ -72,7 +108,7 @@ def _unet(
             f"generator 'channels' needs >= 2 entries and 'strides' one fewer; got channels={list(channels)}, "
             f"strides={list(strides)}"
         )
-    return UNet(
+    return (ResizeConvUNet if upsample == "resize" else UNet)(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
@@ -147,9 +183,9 @@ class SimAdvGenerator(nn.Module):
         act: activation (MONAI name) for trunk and heads.
         norm: normalisation (MONAI name) for trunk and heads.
         dropout: U-Net dropout.
-        upsample: ``"deconv"`` (MONAI ``UNet``, transposed convolutions) or ``"nontrainable"`` / ``"pixelshuffle"``
-            (MONAI ``BasicUNet``: interpolation or sub-pixel upsampling, which avoid the checkerboard patterns that
-            transposed convolutions let the adversarial generator exploit; ``channels`` then has 5 entries).
+        upsample: ``"resize"`` (the default since bundle 0.6.0: MONAI ``UNet`` with resize-convolutions,
+            :class:`ResizeConvUNet`, no checkerboard lattice for the adversarial generator to exploit), ``"deconv"``
+            (MONAI ``UNet``, transposed convolutions; bundle 0.5.0 and earlier) or ``"nontrainable"`` / ``"pixelshuffle"`` (MONAI ``BasicUNet``; ``channels`` then has 5 entries).
         out_range: ``[lo, hi]`` intensity range of the outputs (the image range).
         out_activation: ``'sigmoid'``, ``'clamp'`` or ``'ste'`` (see above).
         zero_init: start every head's last conv at zero so that both outputs start as ``x``.
@@ -168,13 +204,21 @@ class SimAdvGenerator(nn.Module):
         act: str | tuple = "PRELU",
         norm: str | tuple = "INSTANCE",
         dropout: float = 0.0,
-        upsample: str = "deconv",
+        upsample: str = "resize",
         out_range: Sequence[float] = (0.0, 1.0),
         out_activation: str = "sigmoid",
         zero_init: bool = True,
         same_init: bool = False,
     ) -> None:
         super().__init__()
+        #: the constructor's arguments, so that a checkpoint that does not fit can be matched against the other
+        #: decoder (scripts.checkpoint.load_network's hint)
+        self.build_kwargs = {
+            "mode": mode, "spatial_dims": spatial_dims, "in_channels": in_channels, "channels": tuple(channels),
+            "strides": tuple(strides), "num_res_units": num_res_units, "head_channels": head_channels, "act": act,
+            "norm": norm, "dropout": dropout, "upsample": upsample, "out_range": tuple(out_range),
+            "out_activation": out_activation, "zero_init": zero_init, "same_init": same_init,
+        }
         if mode not in GENERATOR_MODES:
             raise BundleInputError(f"generator 'mode' must be one of {GENERATOR_MODES}, got {mode!r}")
         if out_activation not in OUT_ACTIVATIONS:

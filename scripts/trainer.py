@@ -95,6 +95,7 @@ def simadv_step(
     on_forward: Callable[[torch.Tensor], None] | None = None,
     on_loss: Callable[[dict[str, torch.Tensor]], None] | None = None,
     after_backward: Callable[[], None] | None = None,
+    classifier_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One explainer training step (method.md §1-2): the step of :class:`SimAdvTrainer` and of the speed benchmark.
 
@@ -117,6 +118,8 @@ def simadv_step(
         on_forward: called with ``ŷ`` once the generator has run (the trainer fires ``FORWARD_COMPLETED``).
         on_loss: called with the returned dict before the backward pass (the trainer fires ``LOSS_COMPLETED``).
         after_backward: called between backward and the optimiser step (``BACKWARD_COMPLETED``).
+        classifier_view: what the classifier sees of ``x_s`` and ``x_a`` (e.g. :class:`scripts.perturb.RandomView`,
+            a random sub-pixel shift plus noise, so that a brittle pattern does not flip it); default: the images.
 
     Returns:
         ``y_hat``, ``similar``, ``adversarial``, ``explanation`` (:func:`scripts.networks.difference_map`),
@@ -131,10 +134,11 @@ def simadv_step(
         x_s, x_a = generator(x)
         if on_forward is not None:
             on_forward(y_hat)
+        view = (lambda t: t) if classifier_view is None else classifier_view  # noqa: E731
         if is_naive(network, x, x_s):
-            logits_s, logits_a = None, classifier(x_a)
+            logits_s, logits_a = None, classifier(view(x_a))
         else:  # one classifier call on both images: half the kernel launches (the frozen classifier is in eval mode)
-            logits_s, logits_a = classifier(torch.cat([x_s, x_a])).chunk(2)
+            logits_s, logits_a = classifier(view(torch.cat([x_s, x_a]))).chunk(2)
     terms = loss_function(x, x_s, x_a, logits_s, logits_a, y_hat, network)
     out = {
         "y_hat": y_hat,
@@ -294,6 +298,11 @@ class SimAdvTrainer(_FrozenClassifierTrainer):
 
     default_loss = SimAdvLoss
 
+    def __init__(self, *args: Any, classifier_view: Callable | None = None, **kwargs: Any) -> None:
+        """``classifier_view``: see :func:`simadv_step` (``train.json#classifier_view``; ``None``: the images)."""
+        super().__init__(*args, **kwargs)
+        self.classifier_view = classifier_view
+
     def _iteration(self, engine: SimAdvTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         x_in, x, label = engine._start(batchdata)
         simadv_step(
@@ -308,6 +317,7 @@ class SimAdvTrainer(_FrozenClassifierTrainer):
             on_forward=lambda y_hat: engine._forward_completed(x_in, label, y_hat),
             on_loss=engine._loss_completed,
             after_backward=engine._backward_completed,
+            classifier_view=engine.classifier_view,
         )
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -107,3 +107,15 @@ def test_an_explainer_trained_against_another_classifier_is_refused(tmp_path, ca
     with caplog.at_level("WARNING", logger="simadv_explainer.checkpoint"):
         load_network(torch.nn.Linear(2, 2), old, key="generator", trained_against=other)
         assert "does not record the classifier" in caplog.text
+
+
+@pytest.mark.parametrize("saved, built", [("deconv", "resize"), ("resize", "deconv")])
+def test_a_generator_of_the_other_decoder_names_the_option(tmp_path, saved, built):
+    from scripts.networks import SimAdvGenerator
+
+    tiny = {"channels": (4, 8, 16), "strides": (2, 2)}
+    path = tmp_path / "explainer.pt"
+    save_atomic({"generator": SimAdvGenerator("single", upsample=saved, **tiny).state_dict()}, path)
+    with pytest.raises(BundleInputError, match=f"trained with upsample='{saved}'.*add --generator_upsample {saved}"):
+        load_network(SimAdvGenerator("single", upsample=built, **tiny), path, key="generator", what="explainer")
+    load_network(SimAdvGenerator("single", upsample=saved, **tiny), path, key="generator")

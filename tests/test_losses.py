@@ -222,3 +222,19 @@ def test_mask_generator_loss_golden():
     assert out["loss_destroy"].item() == pytest.approx(0.5625)
     # 0.5005 + 2*1 + 3 ln2 + 4*0.5625 = 4.7505 + 3 ln2
     assert out["loss"].item() == pytest.approx(4.7505 + 3 * LN2, rel=1e-6)
+
+
+def test_adversarial_tv_golden_and_weight():
+    from scripts.losses import adversarial_tv
+
+    x = ZERO.clone()
+    # TV(X4 - 0) = TV(X4) = 5.0 (test_simadv_loss_golden_total)
+    assert adversarial_tv(x, X4).item() == pytest.approx(5.0)
+    logits = torch.zeros(1, 2)
+    off = SimAdvLoss()(x, x.clone(), X4, logits, logits, torch.tensor([0]))
+    on = SimAdvLoss(adv_tv_weight=3.0)(x, x.clone(), X4, logits, logits, torch.tensor([0]))
+    assert off["loss_tv_a"].item() == on["loss_tv_a"].item() == pytest.approx(5.0)
+    assert on["loss"].item() == pytest.approx(off["loss"].item() + 15.0, rel=1e-6)
+    # weight 0: the term is reported but carries no gradient
+    x_a = X4.clone().requires_grad_(True)
+    assert not SimAdvLoss()(x, x.clone(), x_a, logits, logits, torch.tensor([0]))["loss_tv_a"].requires_grad

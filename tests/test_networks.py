@@ -161,3 +161,25 @@ def test_mask_generator_3d():
     mask = net(torch.rand(2, 1, 8, 8, 8), torch.tensor([1, 0]))
     assert mask.shape == (2, 1, 8, 8, 8)
 
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_resize_conv_generator_same_shapes_and_parameter_count(spatial_dims):
+    from scripts.networks import ResizeConvUNet
+
+    torch.manual_seed(0)
+    deconv = SimAdvGenerator("single", spatial_dims=spatial_dims, **TINY)
+    resize = SimAdvGenerator("single", spatial_dims=spatial_dims, upsample="resize", **TINY)
+    assert isinstance(resize.trunk, ResizeConvUNet)
+    # a kernel-3 stride-1 conv after the resize has as many weights as the kernel-3 stride-2 transposed conv
+    assert sum(p.numel() for p in resize.parameters()) == sum(p.numel() for p in deconv.parameters())
+    x = torch.rand(2, 1, *([16] * spatial_dims))
+    _scramble_heads(resize)
+    x_s, x_a = resize(x)
+    assert x_s.shape == x_a.shape == x.shape
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d | torch.nn.ConvTranspose3d) for m in resize.modules())
+
+
+def test_generator_rejects_unknown_upsample():
+    with pytest.raises(BundleInputError, match="upsample"):
+        SimAdvGenerator("single", upsample="transposed", **TINY)

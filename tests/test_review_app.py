@@ -31,6 +31,7 @@ from conftest import ROOT, TINY_SIZE, run_bundle, tiny_overrides
 
 PERCENTILES = (98.0, 95.0, 90.0)
 TTA = 2  # what tiny_overrides gives the bundle's inference
+PER_PIXEL = {"smooth_sigma": 0, "min_region": 0}  # the benchmark's cut, to compare with the bundle's map
 STARTUP_TIMEOUT_S = 240
 
 #: a viewer's calls through MONAI Label's client, run with the review env's python: argv[1] is a JSON job.
@@ -204,19 +205,20 @@ def answers(review):
     """One viewer session: /info/, then explain on every image (levels with TTA, heatmap, generated images)."""
     infer = []
     for image in review.ids:
-        infer.append({"image": image, "params": {"tta_augmentations": TTA}})
+        infer.append({"image": image, "params": {"tta_augmentations": TTA, **PER_PIXEL}})
         infer.append({"image": image, "params": {"tta_augmentations": TTA, "output_image": "heatmap"}})
     first = review.ids[0]
     infer += [
         {"image": first, "params": {"output_image": "similar"}},
         {"image": first, "params": {"output_image": "adversarial"}},
         {"image": first, "params": {"output_image": "heatmap", "tta_augmentations": 0}},
-        {"image": first, "params": {"percentiles": [99, 80], "result_extension": ".nii.gz"}},
+        {"image": first, "params": {"percentiles": [99, 80], "result_extension": ".nii.gz", **PER_PIXEL}},
+        {"image": first, "params": {"tta_augmentations": TTA}},  # the default regions
     ]
     out = client(review, {"info": True, "infer": infer})
     it = iter(out["infer"])
     per_image = {image: (next(it), next(it)) for image in review.ids}
-    extra = dict(zip(("similar", "adversarial", "heatmap_no_tta", "two_levels"), it))
+    extra = dict(zip(("similar", "adversarial", "heatmap_no_tta", "two_levels", "regions"), it))
     return SimpleNamespace(info=out["info"], per_image=per_image, **extra)
 
 
@@ -227,7 +229,7 @@ def test_info_lists_the_explain_task(review, answers):
     assert task["labels"] == {"top 2%": 3, "top 5%": 2, "top 10%": 1}
     # defaults: the bundle config's (tta_augmentations 0, as configs/inference.json)
     assert task["config"] == {"percentiles": "98,95,90", "tta_augmentations": 0, "output_image": "levels",
-                              "result_extension": ""}
+                              "result_extension": "", "smooth_sigma": 2.0, "min_region": 0.002, "send_to_pacs": True}
     assert info["datastore"]["total"] == 4  # three images and broken.png
     assert review.startup_s < STARTUP_TIMEOUT_S
     for sub in ("tmp", "sessions"):  # temp and session files stay in the app's runtime folder
@@ -286,6 +288,24 @@ def test_generated_images_and_options(review, answers):
     two = answers.two_levels
     assert two["params"]["label_names"] == {"top 1%": 2, "top 20%": 1}
     np.testing.assert_array_equal(nifti(two["file"]), levels_of(plain, (99, 80)))
+
+
+def test_default_levels_are_regions(review, answers):
+    """By default the map is smoothed before the cut and specks dropped: fewer, larger regions than the per-pixel
+    cut of the same map, nested (level k inside level k-1), counted in the answer."""
+    from scripts.regions import count_regions
+
+    first = review.ids[0]
+    per_pixel, regions = answers.per_image[first][0], answers.regions
+    assert regions["params"]["smooth_sigma"] == 2.0 and regions["params"]["min_region"] == 0.002
+    assert per_pixel["params"]["smooth_sigma"] == 0 and per_pixel["params"]["min_region"] == 0
+    label, speckle = png(regions["file"]), png(per_pixel["file"])
+    counts = {int(k): v for k, v in regions["params"]["regions"].items()}
+    for k in (1, 2, 3):
+        assert count_regions(label >= k) == counts[k] >= 1
+        assert counts[k] <= count_regions(speckle >= k)
+        assert not ((label >= k + 1) & ~(label >= k)).any()
+    assert sum(counts.values()) < sum(int(v) for v in per_pixel["params"]["regions"].values())
 
 
 def test_reviewed_label_lands_in_the_datastore_and_feeds_a_datalist(review, answers, tmp_path):

@@ -204,3 +204,25 @@ def test_loss_weight_schedule_is_linear_and_resumable():
     assert LossWeightSchedule(loss, "tv_weight", 2.0, 7.0, 1).value(1) == 7.0
     with pytest.raises(ValueError, match="no weight"):
         LossWeightSchedule(loss, "tv_wieght", 1.0, 5.0, 3)
+
+
+@pytest.mark.parametrize("mode", ["single", "naive"])
+def test_classifier_view_is_what_the_classifier_scores(mode):
+    """``classifier_view`` (train.json): the classifier scores the view of x_s and x_a, not the images; f_c(x) for
+    ŷ stays on the image itself."""
+    clf = freeze(tiny_classifier())
+    gen = SimAdvGenerator(mode, **TINY)
+    seen: list[torch.Tensor] = []
+
+    def view(t: torch.Tensor) -> torch.Tensor:
+        seen.append(t.detach().clone())
+        return t.flip(-1)
+
+    trainer = SimAdvTrainer(device="cpu", max_epochs=1, train_data_loader=batches(1), generator=gen, classifier=clf,
+                            optimizer=torch.optim.Adam(gen.parameters(), lr=1e-2), classifier_view=view)
+    trainer.run()
+    out = trainer.state.output
+    assert len(seen) == 1 and seen[0].shape[0] == (4 if mode == "naive" else 8)  # one call on cat([x_s, x_a])
+    with torch.no_grad():
+        expected = clf(out["adversarial"].flip(-1))
+    assert torch.allclose(out["logits_a"], expected, atol=1e-5)

@@ -54,12 +54,18 @@ DEFAULT_PERCENTILES: tuple[float, ...] = (98.0, 95.0, 90.0)
 MAX_LEVELS = 10
 MAX_TTA = 64
 OUTPUT_IMAGES = ("levels", "heatmap", "similar", "adversarial")
-LEVEL_EXTENSIONS = (".png", ".nii.gz", ".nii", ".nrrd")
-FLOAT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+LEVEL_EXTENSIONS = (".png", ".nii.gz", ".nii", ".nrrd", ".dcm")
+FLOAT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".dcm")
 DICOM_SUFFIXES = (".dcm", ".dicom")
+#: regions (scripts/regions.py): Gaussian sigma in pixels of the network's input, smallest region kept as a
+#: fraction of the image; the defaults turn the speckle of the per-pixel cut into a few regions per level
+DEFAULT_SMOOTH_SIGMA = 2.0
+DEFAULT_MIN_REGION = 0.002
+MAX_SMOOTH_SIGMA = 32.0
 
 #: the parameters of this task (defaults in ``InferTask.config()``, shown by ``/info/``).
-TASK_PARAMS = ("percentiles", "tta_augmentations", "output_image", "result_extension")
+TASK_PARAMS = ("percentiles", "tta_augmentations", "output_image", "result_extension", "smooth_sigma", "min_region",
+               "send_to_pacs")
 #: keys MONAI Label's server or its viewers (3D Slicer, OHIF, ``MONAILabelClient``) put into requests; accepted
 #: and not used by this task (``result_dtype``: levels are always uint8, maps float32).
 PASSTHROUGH_KEYS = frozenset(
@@ -73,6 +79,19 @@ PASSTHROUGH_KEYS = frozenset(
 
 def _bad_request(message: str, status: int = 400) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    """``value`` as a finite float in ``[low, high]``, else HTTP 400 naming the parameter."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        f = float(value)
+    except (TypeError, ValueError):
+        raise _bad_request(f"bad {name!r}: {value!r} is not a number") from None
+    if not math.isfinite(f) or not low <= f <= high:
+        raise _bad_request(f"bad {name!r}: {value!r}; expected a number from {low:g} to {high:g}")
+    return f
 
 
 def parse_percentiles(value: Any) -> tuple[float, ...]:
@@ -118,13 +137,9 @@ def explanation_levels(explanation: np.ndarray, percentiles: Sequence[float]) ->
     :func:`scripts.metrics.percentile_thresholds` (the benchmark's); ties at a threshold are kept, so a constant
     map is all top level.
     """
-    from scripts.metrics import percentile_thresholds  # the benchmark's own percentile cut
+    from scripts.regions import region_levels  # the benchmark's own percentile cut, unsmoothed
 
-    e = np.asarray(explanation, dtype=np.float64)
-    thresholds = percentile_thresholds(torch.from_numpy(e)[None], list(percentiles))[0].tolist()
-    levels = np.zeros(e.shape, dtype=np.uint8)
-    for t in thresholds:
-        levels += (e >= t).astype(np.uint8)
+    levels, thresholds, _ = region_levels(explanation, percentiles, sigma=0.0, min_region=0.0)
     return levels, thresholds
 
 
@@ -202,6 +217,9 @@ class ExplainTask(InferTask):
                 "tta_augmentations": self.default_tta,
                 "output_image": "levels",
                 "result_extension": "",
+                "smooth_sigma": DEFAULT_SMOOTH_SIGMA,
+                "min_region": DEFAULT_MIN_REGION,
+                "send_to_pacs": True,
             },
         )
 
@@ -301,17 +319,17 @@ class ExplainTask(InferTask):
         if ext and ext not in allowed:
             why = " (PNG holds only the uint8 levels)" if ext == ".png" else ""
             raise _bad_request(f"bad 'result_extension' {ext!r} for output_image {output!r}{why}; expected one of {list(allowed)}")
-        return {"percentiles": percentiles, "tta_augmentations": tta, "output_image": output, "result_extension": ext}
+        sigma = _number(request.get("smooth_sigma", DEFAULT_SMOOTH_SIGMA), "smooth_sigma", 0.0, MAX_SMOOTH_SIGMA)
+        min_region = _number(request.get("min_region", DEFAULT_MIN_REGION), "min_region", 0.0, 0.5)
+        send = request.get("send_to_pacs", True)
+        if not isinstance(send, bool):
+            raise _bad_request(f"bad 'send_to_pacs': {send!r}; expected true or false")
+        return {"percentiles": percentiles, "tta_augmentations": tta, "output_image": output, "result_extension": ext,
+                "smooth_sigma": sigma, "min_region": min_region, "send_to_pacs": send}
 
     def _load_image(self, path: str) -> dict:
         from scripts.errors import find_input_error
 
-        if path.lower().endswith(DICOM_SUFFIXES):
-            raise _bad_request(
-                f"{os.path.basename(path)}: DICOM is not read by the review app (its environment needs pydicom<3, "
-                "the bundle's DICOM reader pydicom 3); convert the study to PNG or NIfTI",
-                status=415,
-            )
         try:
             return self._load_transforms({"image": path})
         except Exception as e:
@@ -325,21 +343,83 @@ class ExplainTask(InferTask):
             raise _bad_request(message, status=422) from None
 
     def __call__(self, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        explained = self.explain(request)
+        return self.write_result(explained), explained["result"]
+
+    def explain(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Explain one study: ``{"params", "study", "levels", "heatmap", "result"}``, the levels (uint8) and the
+        heatmap (float32) at the study's size, x first; the result JSON without the write latency."""
+        from scripts.regions import region_levels
+
         marks = {"start": time.perf_counter()}
         params = self._parse(request)
         study = self._prepare(request)
         marks["pre"] = time.perf_counter()
         outcome = self._explain(study["x"], params["tta_augmentations"], marks)
-        levels_net, thresholds = explanation_levels(outcome["explanation"][0, 0].cpu().numpy(), params["percentiles"])
-        array = self._output_array(params["output_image"], levels_net, outcome, study["image_size"])
+        levels_net, thresholds, regions = region_levels(
+            outcome["explanation"][0, 0].cpu().numpy(), params["percentiles"], params["smooth_sigma"],
+            params["min_region"],
+        )
+        levels = self._output_array("levels", levels_net, outcome, study["image_size"])
+        heatmap = self._output_array("heatmap", levels_net, outcome, study["image_size"])
+        array = levels if params["output_image"] == "levels" else (
+            heatmap if params["output_image"] == "heatmap"
+            else self._output_array(params["output_image"], levels_net, outcome, study["image_size"])
+        )
         marks["post"] = time.perf_counter()
         ext = params["result_extension"] or (
-            ".png" if params["output_image"] == "levels" and study["read_by_pil"] else ".nii.gz"
+            ".dcm" if study["dicom"] and params["output_image"] in ("levels", "heatmap")
+            else ".png" if params["output_image"] == "levels" and study["read_by_pil"] else ".nii.gz"
         )
-        result_file = self._write(array, ext, study["affine"])
-        marks["write"] = time.perf_counter()
+        if ext == ".dcm" and not study["dicom"]:
+            raise _bad_request("result_extension '.dcm' (DICOM SEG) needs a DICOM study")
+        if ext == ".dcm" and params["output_image"] not in ("levels", "heatmap"):
+            raise _bad_request(f"result_extension '.dcm' holds the levels (SEG) or the heatmap, not {params['output_image']!r}")
         result = self._result(request, params, study, outcome, levels_net, thresholds, ext, marks)
-        return result_file, result
+        result["regions"] = {str(k): n for k, n in sorted(regions.items())}
+        result["smooth_sigma"], result["min_region"] = params["smooth_sigma"], params["min_region"]
+        return {"params": params, "study": study, "levels": levels, "heatmap": heatmap, "array": array,
+                "ext": ext, "marks": marks, "result": result}
+
+    def write_result(self, explained: Mapping[str, Any]) -> str:
+        """The file the client receives (the requested output, ``result_extension``); times the write."""
+        marks, ext, study = explained["marks"], explained["ext"], explained["study"]
+        if ext == ".dcm":
+            from scripts.dicom import compat
+
+            ds = self.dicom_objects(explained)[0 if explained["params"]["output_image"] == "levels" else 1]
+            fd, result_file = tempfile.mkstemp(suffix=ext, prefix="explain_")
+            os.close(fd)
+            try:
+                compat.write_dataset(ds, result_file)
+            except BaseException:
+                os.unlink(result_file)
+                raise
+        else:
+            result_file = self._write(explained["array"], ext, study["affine"])
+        marks["write"] = time.perf_counter()
+        explained["result"]["latencies"]["write"] = round(marks["write"] - marks["post"], 4)
+        explained["result"]["latencies"]["total"] = round(marks["write"] - marks["start"], 4)
+        return result_file
+
+    def dicom_objects(self, explained: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The explanation of a DICOM study as ``(SEG of the levels, Secondary Capture of the heatmap)``, in the
+        study's Study, new Series (scripts/dicom/seg.py, heatmap.py); the rows x columns matrices of the source."""
+        from scripts.dicom.compat import read_dataset
+        from scripts.dicom.heatmap import heatmap_capture
+        from scripts.dicom.seg import segmentation
+
+        if "source" not in explained["study"]:
+            explained["study"]["source"] = read_dataset(explained["study"]["path"], stop_before_pixels=True)
+        source = explained["study"]["source"]
+        result = explained["result"]
+        names = {v: k for k, v in result["label_names"].items()}
+        what = f"explanation of class {result['predicted_name']}"[:64]
+        seg = segmentation(source, explained["levels"].T, names, series_description=f"simadv {what}"[:64],
+                           algorithm_type="AUTOMATIC", content_label="EXPLANATION",
+                           content_description=f"levels {result['percentiles']}, sigma {result['smooth_sigma']}")
+        sc = heatmap_capture(source, explained["heatmap"].T, series_description=f"simadv heatmap, {what}"[:64])
+        return seg, sc
 
     def _prepare(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Read the study (own size and affine kept), then the network's input ``x`` ``(1, C, *input_size)``."""
@@ -356,6 +436,7 @@ class ExplainTask(InferTask):
             "image_size": [int(s) for s in image.shape[1:]],
             "affine": image.affine.detach().cpu().numpy() if hasattr(image, "affine") else np.eye(4),
             "read_by_pil": str(meta.get("format", "")).upper() in ("PNG", "JPEG", "BMP", "TIFF"),
+            "dicom": str(meta.get("format", "")).upper() == "DICOM",
         }
 
     def _explain(self, x: torch.Tensor, tta: int, marks: dict[str, float]) -> dict[str, torch.Tensor]:
@@ -428,8 +509,8 @@ class ExplainTask(InferTask):
                 "explainer": span("classifier", "explainer"),
                 "generation": span("explainer", "generation"),
                 "post": span("generation", "post"),
-                "write": span("post", "write"),
-                "total": span("start", "write"),
+                "write": 0.0,  # set by write_result
+                "total": span("start", "post"),
             },
         }
 

@@ -7,7 +7,9 @@ the few the review loop needs and its middleware by :class:`ReviewGuard`:
 
 * ``GET /info/``; ``POST /infer/explain`` (an image of the datastore by id); ``POST /activelearning/<strategy>``
   (a viewer's "next sample"); ``GET /datastore/`` (``output=stats|all``); ``GET|HEAD /datastore/image``;
-  ``PUT|GET|HEAD /datastore/label``; ``/auth/`` for clients that fetch the token as MONAI Label's client does.
+  ``PUT|GET|HEAD /datastore/label``; ``/auth/`` for clients that fetch the token as MONAI Label's client does; on a
+  PACS datastore also ``GET /ohif/`` (the viewer) and ``GET /proxy/dicom/qido|wado/<QIDO/WADO-RS resource>``
+  (read only: no STOW-RS, nothing of the PACS' own API).
   Anything else answers 404 (405 for a served path with another method).
 * Image ids and label tags match :data:`ID_PATTERN` (no separator, no ``..``, no absolute path, URL-decoded first:
   FastAPI decodes the query), else 400 before any file is looked at (no existence oracle).
@@ -30,6 +32,7 @@ import os
 import re
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -61,7 +64,7 @@ MIN_TOKEN_LENGTH = 16
 MAX_UPLOAD_ENV = "SIMADV_REVIEW_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 64
 #: label uploads the datastore keeps (scripts.data.reviewed reads the same).
-LABEL_SUFFIXES = (".png", ".nii.gz", ".nii")
+LABEL_SUFFIXES = (".png", ".nii.gz", ".nii", ".dcm")  # .dcm: a DICOM SEG of the study
 #: what a viewer may send to ``/activelearning/<strategy>`` (MONAI Label's Random strategy reads these).
 STRATEGY_PARAMS = frozenset({"client_id", "label_tag", "labels"})
 SERVED = (
@@ -380,6 +383,64 @@ def build_router(token: str) -> APIRouter:
     return router
 
 
+#: DICOMweb paths a viewer reads through the proxy (QIDO-RS and WADO-RS, GET only): resource names, UIDs, frame
+#: numbers and bulk data tags; anything else of the PACS (its own REST API, STOW-RS) is not reachable.
+_DICOMWEB_WORDS = frozenset({"studies", "series", "instances", "metadata", "frames", "rendered", "thumbnail", "bulk"})
+_DICOMWEB_SEGMENT = re.compile(r"[0-9][0-9.]{0,63}|[0-9,]{1,64}|[0-9A-Fa-f]{8}")
+OHIF_DIR_NAME = "ohif"
+
+
+def dicomweb_path_ok(path: str) -> bool:
+    """Whether ``path`` (after the proxy's prefix) is a QIDO/WADO-RS resource: ``studies[/<uid>[/series...]]``."""
+    parts = path.split("/")
+    if not parts or parts[0] not in ("studies", "series", "instances") or len(parts) > 12:
+        return False
+    return all(p in _DICOMWEB_WORDS or (_DICOMWEB_SEGMENT.fullmatch(p) and ".." not in p) for p in parts)
+
+
+def build_viewer_router() -> APIRouter:
+    """OHIF (shipped by MONAI Label, ``/ohif/``) and a read-only DICOMweb proxy to the PACS for it (PACS only)."""
+    from fastapi.responses import Response
+
+    router = APIRouter()
+    import monailabel.endpoints.ohif as ml_ohif
+
+    ohif_dir = os.path.join(os.path.dirname(os.path.realpath(ml_ohif.__file__)), "static", OHIF_DIR_NAME)
+
+    @router.get("/ohif/{path:path}", include_in_schema=False)
+    def ohif(path: str = ""):
+        target = os.path.join(ohif_dir, path) if path else ""
+        if not (path and inside(ohif_dir, target) and os.path.isfile(target)):
+            target = os.path.join(ohif_dir, "index.html")  # the viewer's own routes (/ohif/viewer?...)
+        return FileResponse(target, media_type=_mime(target))
+
+    def forward(path: str, request: Request) -> Response:
+        from scripts.dicom.dicomweb import DicomWebError
+
+        if not dicomweb_path_ok(path):
+            raise HTTPException(status_code=404, detail="not a QIDO-RS / WADO-RS resource")
+        datastore = _instance().datastore()
+        query = urllib.parse.urlencode(list(request.query_params.multi_items()))
+        try:
+            status, ctype, body = datastore.client.get(path + (f"?{query}" if query else ""),
+                                                       request.headers.get("accept", ""))
+        except DicomWebError:
+            raise HTTPException(status_code=502, detail="the PACS did not answer") from None
+        if status >= 500:
+            raise HTTPException(status_code=502, detail=f"the PACS answered {status}")
+        if "json" in ctype:  # bulk data links point at the PACS: point them at this proxy instead
+            body = body.replace(datastore.url.encode() + b"/", b"/proxy/dicom/wado/")
+        return Response(content=body, status_code=status, media_type=ctype or None)
+
+    @router.get("/proxy/dicom/{op}/{path:path}", include_in_schema=False)
+    def proxy(op: str, path: str, request: Request):
+        if op not in ("qido", "wado"):
+            raise HTTPException(status_code=404, detail="the proxy serves qido and wado (read only)")
+        return forward(path, request)
+
+    return router
+
+
 def _mime(path: str) -> str:
     from monailabel.utils.others.generic import get_mime_type
 
@@ -413,12 +474,15 @@ async def _not_served(scope: dict, receive: Callable, send: Callable) -> None:
     await _send_json(send, 404, f"not served by this review app; it serves {SERVED}")
 
 
-def install(app: Any, token: str, max_body: int, cors_origins: list[str]) -> None:
-    """Replace ``app``'s (MONAI Label's FastAPI app) routes and middleware by the review app's (module docstring)."""
+def install(app: Any, token: str, max_body: int, cors_origins: list[str], viewer: bool = False) -> None:
+    """Replace ``app``'s (MONAI Label's FastAPI app) routes and middleware by the review app's (module docstring);
+    ``viewer``: also OHIF and its read-only DICOMweb proxy (on a PACS datastore)."""
     from starlette.middleware import Middleware
     from starlette.middleware.cors import CORSMiddleware
 
     router = build_router(token)
+    if viewer:
+        router.routes.extend(build_viewer_router().routes)
     app.router.routes[:] = router.routes
     app.router.default = _not_served
     app.openapi_schema = None

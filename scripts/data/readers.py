@@ -85,16 +85,18 @@ def _stored_range(ds: Any) -> tuple[int, int]:
 def dicom_to_monochrome2(ds: Any, name: str) -> np.ndarray:
     """Pixel matrix ``(rows, cols)`` of a single-frame DICOM as float32 modality values, MONOCHROME2 convention.
 
-    pydicom 3 already masks bits above ``BitsStored`` (12-in-16 storage) and sign-extends signed data;
-    :func:`pydicom.pixels.apply_modality_lut` applies ``RescaleSlope``/``RescaleIntercept`` or a Modality LUT.
+    The bits above ``BitsStored`` (12-in-16 storage) are cleared and signed data sign-extended
+    (:func:`scripts.dicom.compat.stored_pixels`, as pydicom 3 does and pydicom 2.4 does not); pydicom's
+    ``apply_modality_lut`` applies ``RescaleSlope``/``RescaleIntercept`` or a Modality LUT. Works under pydicom 2.4
+    (the review app's environment) and 3.
     MONOCHROME1 is inverted as ``lo + hi - v``, where ``[lo, hi]`` is the stored bit range mapped through the same
     Modality LUT (so a rescaled 12-bit ``v = s*x + b`` becomes ``s*(4095 - x) + b``). DICOM Part 3 C.7.6.3.1.2.
     """
-    from pydicom.pixels import apply_modality_lut
+    from ..dicom.compat import apply_modality_lut, stored_pixels
 
     _check_header(ds, name)
     try:
-        stored = ds.pixel_array
+        stored = stored_pixels(ds)
     except Exception as e:  # truncated/missing pixel data, undecodable compression
         raise BundleInputError(f"{name}: cannot decode DICOM pixel data ({type(e).__name__}: {e})") from e
     if stored.ndim != 2:

@@ -1,7 +1,8 @@
 """Turn labels reviewed in the MONAI Label review app (``review_app/``, docs/review.md) into a bundle datalist.
 
 ``python -m scripts.data.reviewed --studies DIR --out DATALIST.json [--tag final] [--min-level 1] [--split test]
-[--pathology-class 1]``, and ``python -m scripts.data.reviewed --seed DIR [--dataset_dir data/synthetic]
+[--pathology-class 1]`` (``--studies`` may be the review app's DICOMweb URL: the reviewer's SEGs are read from the
+PACS, credentials in ``MONAI_LABEL_DICOMWEB_USERNAME`` / ``_PASSWORD``), and ``python -m scripts.data.reviewed --seed DIR [--dataset_dir data/synthetic]
 [--split test]`` to fill a studies folder with a split's images (``./run.sh review-app`` does this for the default
 data).
 
@@ -39,11 +40,13 @@ import numpy as np
 
 from ..errors import BundleInputError
 
-__all__ = ["DATASTORE_FILE", "LABEL_SUFFIXES", "reviewed_entries", "build_reviewed_datalist", "seed_studies", "main"]
+__all__ = ["DATASTORE_FILE", "LABEL_SUFFIXES", "pacs_entries", "reviewed_entries", "build_reviewed_datalist", "seed_studies", "main"]
 
 #: MONAI Label's local datastore record (monailabel.datastore.local.LocalDatastore).
 DATASTORE_FILE = "datastore_v2.json"
-LABEL_SUFFIXES = (".png", ".nii.gz", ".nii")
+LABEL_SUFFIXES = (".png", ".nii.gz", ".nii", ".dcm")  # .dcm: a DICOM SEG of the study (scripts/dicom/seg.py)
+#: SeriesDescription of a reviewer's SEG in a PACS (review_app/lib/pacs.py writes it)
+REVIEWED_PREFIX = "simadv reviewed"
 
 
 def _suffix(name: str) -> str:
@@ -72,6 +75,11 @@ def _load_label(path: Path) -> tuple[np.ndarray, object]:
     """The label's stored matrix (PNG: ``(rows, cols)``; NIfTI: as stored) and what is needed to write a mask."""
     suffix = _suffix(path.name)
     try:
+        if suffix == ".dcm":  # a SEG: its (rows, cols) label map, written back as a PNG mask like a PNG label
+            from ..dicom.compat import read_dataset
+            from ..dicom.seg import read_segmentation
+
+            return read_segmentation(read_dataset(path))[0], None
         if suffix == ".png":
             from PIL import Image
 
@@ -170,7 +178,7 @@ def reviewed_entries(
             cls = pathology_class if mask.any() else 0
         elif isinstance(cls, bool) or not isinstance(cls, int) or cls < 0:
             raise BundleInputError(f"{where}: label info 'class' {cls!r} is not a class index (integer >= 0)")
-        mask_path = out_dir / "masks" / f"{image_id}{suffix}"
+        mask_path = out_dir / "masks" / f"{image_id}{'.png' if suffix == '.dcm' else suffix}"
         _write_mask(mask, like, mask_path)
         entries.append({"image": _relative(image, out_dir), "label": int(cls), "mask": _relative(mask_path, out_dir)})
     return entries
@@ -188,13 +196,19 @@ def build_reviewed_datalist(
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise BundleInputError(f"--out {out} must be a .json file path")
-    entries = reviewed_entries(studies, out.parent, tag, min_level, pathology_class)
+    remote = str(studies).startswith(("http://", "https://"))
+    if remote:
+        entries = pacs_entries(str(studies), out.parent, tag, min_level, pathology_class)
+    else:
+        entries = reviewed_entries(studies, out.parent, tag, min_level, pathology_class)
     if not entries:
-        raise BundleInputError(f"no image in {Path(studies) / DATASTORE_FILE} has a {tag!r} label yet")
+        where = f"the PACS {studies}" if remote else f"{Path(studies) / DATASTORE_FILE}"
+        raise BundleInputError(f"no image in {where} has a {tag!r} label yet")
     datalist = {
         "name": "reviewed",
         "description": "made by scripts.data.reviewed from MONAI Label review labels; paths relative to this file",
-        "reviewed": {"studies": str(Path(studies).resolve()), "tag": tag, "min_level": min_level},
+        "reviewed": {"studies": str(studies) if remote else str(Path(studies).resolve()), "tag": tag,
+                     "min_level": min_level},
         split: entries,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +216,56 @@ def build_reviewed_datalist(
     tmp.write_text(json.dumps(datalist, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, out)
     return datalist
+
+
+def pacs_entries(url: str, out_dir: str | os.PathLike, tag: str = "final", min_level: int = 1,
+                 pathology_class: int = 1) -> list[dict]:
+    """Datalist entries from a PACS: every reviewer SEG (SeriesDescription ``"simadv reviewed <tag>"``, the latest per
+    image) with its source radiograph, both fetched over DICOMweb into ``<out_dir>/images/`` (the DICOM file) and
+    ``<out_dir>/masks/`` (PNG 0/255, the SEG's rows x columns, aligned as the image loads). The class: the
+    ``class=N`` the review app recorded from ``save_label``'s params, else as for a folder."""
+    from ..dicom.compat import read_dataset
+    from ..dicom.dicomweb import DicomWebClient, DicomWebError, tag_value
+    from ..dicom.seg import read_segmentation
+
+    out_dir = Path(out_dir).resolve()
+    if min_level < 1:
+        raise BundleInputError(f"--min-level must be at least 1 (0 is the background), got {min_level}")
+    client = DicomWebClient(url)
+    wanted = f"{REVIEWED_PREFIX} {tag}"
+    try:
+        series = client.search("series", {"Modality": "SEG"}, includefields=["0008103E", "00080021", "00080031"])
+        latest: dict[str, tuple[str, object, np.ndarray]] = {}
+        for record in sorted(series, key=lambda r: (str(tag_value(r, "00080021", "")), str(tag_value(r, "00080031", "")))):
+            if str(tag_value(record, "0008103E", "")) != wanted:
+                continue
+            study, uid = str(tag_value(record, "0020000D")), str(tag_value(record, "0020000E"))
+            for inst in client.search(f"studies/{study}/series/{uid}/instances"):
+                seg = read_dataset(client.retrieve_instance(study, uid, str(tag_value(inst, "00080018"))))
+                levels, info = read_segmentation(seg)
+                if not info["series_instance_uid"] or len(info["sop_instance_uids"]) != 1:
+                    continue
+                latest[info["sop_instance_uids"][0]] = (study, info, levels)
+        entries = []
+        for sop, (study, info, levels) in sorted(latest.items()):
+            image = out_dir / "images" / f"{sop}.dcm"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            image.write_bytes(client.retrieve_instance(study, info["series_instance_uid"], sop))
+            source = read_dataset(image, stop_before_pixels=True)
+            if (int(source.Rows), int(source.Columns)) != levels.shape:
+                raise BundleInputError(f"{url}: the reviewed SEG of {sop} has size {list(levels.shape)}, "
+                                       f"the image {[int(source.Rows), int(source.Columns)]} (rows, cols)")
+            mask = levels >= min_level
+            found = info["content_description"].partition("class=")[2].strip()
+            cls = int(found) if found.isdigit() else (pathology_class if mask.any() else 0)
+            mask_path = out_dir / "masks" / f"{sop}.png"
+            _write_mask(mask, None, mask_path)
+            entries.append({"image": _relative(image, out_dir), "label": cls, "mask": _relative(mask_path, out_dir)})
+    except DicomWebError as e:
+        raise BundleInputError(f"--dicomweb {url}: {e}") from None
+    except ValueError as e:
+        raise BundleInputError(f"--dicomweb {url}: a reviewed SEG cannot be read ({e})") from None
+    return entries
 
 
 def seed_studies(out: str | os.PathLike, dataset_dir: str | os.PathLike = "data/synthetic", split: str = "test") -> int:
@@ -234,7 +298,7 @@ def seed_studies(out: str | os.PathLike, dataset_dir: str | os.PathLike = "data/
 def main(argv: Sequence[str] | None = None) -> dict | int:
     """CLI entry point; returns the datalist written (or, with ``--seed``, the number of images copied)."""
     parser = argparse.ArgumentParser(prog="python -m scripts.data.reviewed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--studies", type=Path, help="the studies folder the review app served")
+    parser.add_argument("--studies", help="the studies folder the review app served, or its DICOMweb URL (a PACS)")
     parser.add_argument("--out", type=Path, help="datalist to write (masks go to its folder's masks/)")
     parser.add_argument("--tag", default="final", help="label tag to read (default: final, a reviewer's save)")
     parser.add_argument("--min-level", type=int, default=1, help="lowest label value that counts as lesion (1)")
@@ -248,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> dict | int:
     if args.studies is None or args.out is None:
         parser.error("--studies and --out are required (or --seed DIR)")
     datalist = build_reviewed_datalist(
-        args.studies, args.out, args.tag, args.min_level, args.split, args.pathology_class
+        args.studies if args.studies.startswith(("http://", "https://")) else Path(args.studies), args.out, args.tag, args.min_level, args.split, args.pathology_class
     )
     entries = datalist[args.split]
     per_class: dict[int, int] = {}
