@@ -137,6 +137,7 @@ def make_explainer_step(
     generator = _prepare(parser.get_parsed_content("generator"), options).train()
     optimizer = parser.get_parsed_content("optimizer")
     loss_fn = parser.get_parsed_content("loss")
+    view = parser.get_parsed_content("classifier_view")  # what the trainer's classifier sees (train.json)
     clf = _prepare(freeze(copy.deepcopy(classifier)), options).eval()
     gen_run = torch.compile(generator) if options.compile else generator
     clf_run = torch.compile(clf) if options.compile else clf
@@ -145,7 +146,7 @@ def make_explainer_step(
 
     def step() -> torch.Tensor:
         out = simadv_step(xin, gen_run, clf_run, loss_fn, optimizer, autocast=lambda: _autocast(device, options),
-                          scaler=scaler, set_to_none=True, network=generator)
+                          scaler=scaler, set_to_none=True, network=generator, classifier_view=view)
         return out["loss"]
 
     return step
