@@ -53,3 +53,44 @@ def periodic_peak_ratio(maps: torch.Tensor, period: int) -> float:
                       if (du or dv) and not (((u + du) % h) % ku == 0 and ((v + dv) % w) % kv == 0)]
             best = max(best, (float(power[u, v]) + floor) / (max(around) + floor))
     return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scripts.spectrum [--split validation] [--images 64] [--period 8] [config overrides...]``: the
+    period peak of a trained explainer's maps (``explainer_checkpoint`` through ``configs/inference.json``, so
+    ``--ckpt_dir``, ``--dataset_dir``, ``--datalist``, ``--generator_upsample`` apply) on the first images of a split
+    and on a flat grey image of the same size; prints one JSON line."""
+    import argparse
+    import json
+
+    from monai.bundle import ConfigParser
+
+    from .checkpoint import load_network
+    from .data import load_datalist
+    from .errors import install_excepthook
+    from .pipeline import parse_overrides
+
+    install_excepthook()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--period", type=int, default=8)
+    known, rest = parser.parse_known_args(argv)
+    config = ConfigParser()
+    config.read_config("configs/inference.json")
+    config.update(parse_overrides(rest))
+    net = load_network(config.get_parsed_content("network_def"), config.get_parsed_content("explainer_checkpoint"),
+                       key="generator", what="explainer checkpoint").eval()
+    entries = load_datalist(config.get_parsed_content("datalist"), config.get_parsed_content("dataset_dir"),
+                            known.split)[: known.images]
+    preprocessing = config.get_parsed_content("preprocessing")
+    x = torch.stack([torch.as_tensor(preprocessing(dict(e))["image"]) for e in entries]).float()
+    with torch.no_grad():
+        maps, flat = net(x), net(torch.full_like(x[:1], 0.5))
+    print(json.dumps({"images": len(entries), "split": known.split, "period": known.period,
+                      "maps": periodic_peak_ratio(maps, known.period), "flat": periodic_peak_ratio(flat, known.period)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -56,3 +56,20 @@ def test_resize_generator_map_has_no_peak_at_its_upsampling_period():
     deconv = [periodic_peak_ratio(_trained_flat_map("deconv", s), 8) for s in range(3)]
     assert max(resize) < 5, resize
     assert max(deconv) > 20, deconv
+
+
+def test_the_command_measures_a_trained_bundle(tiny_data, tiny_bundle, tmp_path):
+    """``python -m scripts.spectrum`` (the docs' command) on the tiny trained bundle: one JSON line of finite peaks."""
+    import json
+    import subprocess
+    import sys as _sys
+
+    from conftest import ROOT, bundle_env, tiny_overrides
+
+    cmd = [_sys.executable, "-m", "scripts.spectrum", "--images", "4", *tiny_overrides(tiny_data, tmp_path),
+           "--datalist", str(tiny_data / "datalist.json"), "--ckpt_dir", str(tiny_bundle / "models")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=bundle_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["images"] == 4 and out["split"] == "validation" and out["period"] == 8
+    assert 0 < out["maps"] < 1e6 and 0 < out["flat"] < 1e6

@@ -14,11 +14,10 @@ import datetime
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from .seg import PATIENT_STUDY_KEYS
+from .seg import derived_dataset
 
 __all__ = ["SC_SOP_CLASS", "heatmap_capture", "heatmap_values"]
 
@@ -40,22 +39,8 @@ def heatmap_capture(source: Any, heatmap: np.ndarray, *, series_description: str
     stored = np.round(e / slope).clip(0, FULL).astype(np.uint16)
 
     now = datetime.datetime.now()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SC_SOP_CLASS, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SC_SOP_CLASS, meta.MediaStorageSOPInstanceUID
-    for key in PATIENT_STUDY_KEYS:
-        if key in source:
-            setattr(ds, key, source.data_element(key).value)
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-                "AccessionNumber", "ReferringPhysicianName"):
-        if key not in ds:
-            setattr(ds, key, "")
-    ds.Modality, ds.ConversionType = "OT", "WSD"
-    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), series_number, 1
-    ds.SeriesDescription = series_description[:64]
+    ds = derived_dataset(source, SC_SOP_CLASS, "OT", series_description, series_number)
+    ds.ConversionType = "WSD"
     ds.ContentDate = ds.SeriesDate = now.strftime("%Y%m%d")
     ds.ContentTime = ds.SeriesTime = now.strftime("%H%M%S.%f")
     ds.ImageType = ["DERIVED", "SECONDARY"]

@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-__all__ = ["SEG_SOP_CLASS", "DX_PLANE", "read_segmentation", "segmentation", "srgb_to_cielab16"]
+__all__ = ["SEG_SOP_CLASS", "DX_PLANE", "derived_dataset", "read_segmentation", "segmentation", "srgb_to_cielab16"]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 #: the plane a viewer (OHIF, cornerstone) assumes for a projection radiograph without ImageOrientationPatient
@@ -68,6 +68,30 @@ def _pixel_spacing(source: Any) -> list[float]:
     return [1.0, 1.0]
 
 
+def derived_dataset(source: Any, sop_class: str, modality: str, series_description: str, series_number: int) -> Dataset:
+    """A new instance of ``sop_class`` in a new Series of ``source``'s Study: file meta, SOP and Series UIDs, the
+    Patient and Study attributes copied from ``source`` (the type 2 ones present, empty where ``source`` has none),
+    ``Modality``, ``SeriesNumber``, ``InstanceNumber`` 1 and the description (64 characters at most). The header the
+    SEG and the heatmap's Secondary Capture share."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    for key in PATIENT_STUDY_KEYS:
+        if key in source:
+            setattr(ds, key, source.data_element(key).value)
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+                "AccessionNumber", "ReferringPhysicianName"):  # type 2: present, may be empty
+        if key not in ds:
+            setattr(ds, key, "")
+    ds.Modality = modality
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), series_number, 1
+    ds.SeriesDescription = series_description[:64]
+    return ds
+
+
 def segmentation(
     source: Any,
     levels: np.ndarray,
@@ -99,25 +123,8 @@ def segmentation(
     if algorithm_type not in ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"):
         raise ValueError(f"algorithm_type {algorithm_type!r}")
 
+    ds = derived_dataset(source, SEG_SOP_CLASS, "SEG", series_description, series_number)
     now = datetime.datetime.now()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SEG_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SEG_SOP_CLASS, meta.MediaStorageSOPInstanceUID
-    for key in PATIENT_STUDY_KEYS:
-        if key in source:
-            setattr(ds, key, source.data_element(key).value)
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-                "AccessionNumber", "ReferringPhysicianName"):  # type 2: present, may be empty
-        if key not in ds:
-            setattr(ds, key, "")
-    ds.Modality = "SEG"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber, ds.InstanceNumber = series_number, 1
-    ds.SeriesDescription = series_description[:64]
     ds.FrameOfReferenceUID = getattr(source, "FrameOfReferenceUID", None) or generate_uid()
     ds.PositionReferenceIndicator = ""
     ds.Manufacturer = manufacturer
