@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .checkpoint import load_network
     from .data import load_datalist
-    from .errors import install_excepthook
+    from .errors import BundleInputError, install_excepthook
     from .pipeline import parse_overrides
 
     install_excepthook()
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--period", type=int, default=8)
     known, rest = parser.parse_known_args(argv)
+    if known.images < 1 or known.period < 2:
+        raise BundleInputError(f"--images must be >= 1 and --period >= 2, got {known.images} and {known.period}")
     config = ConfigParser()
     config.read_config("configs/inference.json")
     config.update(parse_overrides(rest))
@@ -83,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
                        key="generator", what="explainer checkpoint").eval()
     entries = load_datalist(config.get_parsed_content("datalist"), config.get_parsed_content("dataset_dir"),
                             known.split)[: known.images]
+    if not entries:
+        raise BundleInputError(f"the {known.split!r} split of {config.get_parsed_content('datalist')} has no images")
     preprocessing = config.get_parsed_content("preprocessing")
     x = torch.stack([torch.as_tensor(preprocessing(dict(e))["image"]) for e in entries]).float()
     with torch.no_grad():
         maps, flat = net(x), net(torch.full_like(x[:1], 0.5))
+    if any(n % known.period for n in maps.shape[2:]):
+        raise BundleInputError(f"--period {known.period} must divide the map size {list(maps.shape[2:])}")
     print(json.dumps({"images": len(entries), "split": known.split, "period": known.period,
                       "maps": periodic_peak_ratio(maps, known.period), "flat": periodic_peak_ratio(flat, known.period)}))
     return 0
