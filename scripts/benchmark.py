@@ -49,7 +49,7 @@ from .records import cpu_name
 from .timing import time_in_turns
 from .tracking import benchmark_metrics
 
-__all__ = ["BenchmarkEngine", "LocalizationBenchmark", "pathology_entries"]
+__all__ = ["BenchmarkEngine", "LocalizationBenchmark", "method_variants", "pathology_entries"]
 
 RANDOM_ROW = "Random (reference)"
 
@@ -69,6 +69,21 @@ def pathology_entries(entries: Sequence[dict], pathology_class: int, source: str
             f"{source}: no entry with label {pathology_class} and a 'mask' to evaluate localization on"
         )
     return kept
+
+
+def method_variants(
+    methods: Mapping[str, Explainer], tta: Mapping[str, Any] | None, no_tta: Iterable[str] = ("BBMP",)
+) -> list[tuple[str, str, Explainer]]:
+    """``(name, kind, explainer)`` for every method in table order: ``kind`` ``"plain"``, then ``"tta"`` (the method
+    wrapped in :class:`~scripts.explainers.TTAExplainer` with ``tta``'s keyword arguments) unless ``tta`` is ``None``
+    or the method is in ``no_tta``. The benchmark, the cue-reliance study and the sanity checks all score these."""
+    skip = set(no_tta)
+    out: list[tuple[str, str, Explainer]] = []
+    for name, explainer in methods.items():
+        out.append((name, "plain", explainer))
+        if tta is not None and name not in skip:
+            out.append((name, "tta", TTAExplainer(explainer, **dict(tta))))
+    return out
 
 
 def _pr_curve(value: Any) -> dict[str, list[float]]:
@@ -312,12 +327,10 @@ class LocalizationBenchmark:
                 results["command"] = f"torchrun ({world} processes) " + " ".join(["-m", "monai.bundle", *sys.argv[1:]])
         grid_collectors: dict[str, _GridCollector] = {}
         timed: dict[tuple[str, str], Explainer] = {}
-        for name, explainer in self.methods.items():
+        variants = method_variants(self.methods, self.tta, self.no_tta)
+        for name in self.methods:
             row: dict[str, Any] = {}
-            variants = [("plain", explainer)]
-            if self.tta is not None and name not in self.no_tta:
-                variants.append(("tta", TTAExplainer(explainer, **self.tta)))
-            for kind, method in variants:
+            for kind, method in [(k, m) for n, k, m in variants if n == name]:
                 start = time.perf_counter()
                 grid = _GridCollector(self.grid_images) if kind == "plain" else None
                 row[kind] = self.evaluate(method, grid)

@@ -75,6 +75,24 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return out
 
 
+def stage_config(stage: str, args: list[str] | dict[str, Any], root: str | None = None):
+    """The ``ConfigParser`` of pipeline stage ``stage`` (its config files of :data:`STAGES`) with the command-line
+    overrides ``args`` (a list as for :func:`parse_overrides`, or a dict) applied, read from the bundle ``root``
+    (default: this bundle). What the study commands (cue reliance, sanity checks) use to build a stage's objects
+    (classifier, methods, transforms) exactly as the stage does; parse its content from ``root`` too."""
+    from monai.bundle import ConfigParser
+
+    files = {name: config for name, _, config in STAGES}.get(stage)
+    if files is None:
+        raise BundleInputError(f"unknown stage {stage!r}; the stages are {','.join(n for n, _, _ in STAGES)}")
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with contextlib.chdir(root):  # "%configs/common.json#..." macros are relative to the bundle root
+        parser = ConfigParser()
+        parser.read_config(ast.literal_eval(files) if files.startswith("[") else files)
+        parser.update(args if isinstance(args, dict) else parse_overrides(args))
+    return parser
+
+
 def preflight(stages: list[str], args: list[str], root: str) -> None:
     """Check, before any stage runs, the config values of every stage in ``stages`` with the overrides ``args``.
 
@@ -83,20 +101,15 @@ def preflight(stages: list[str], args: list[str], root: str) -> None:
     :func:`scripts.data.check_config`, so that a value one stage cannot take stops the chain before the first stage
     trains. Raises :class:`BundleInputError` naming the value; a config this cannot read is left to its stage.
     """
-    from monai.bundle import ConfigParser
-
     from .data.checks import check_config
 
     overrides = parse_overrides(args)
-    for name, _, config in STAGES:
+    for name, _, _config in STAGES:
         if name not in stages:
             continue
-        files = ast.literal_eval(config) if config.startswith("[") else config
         try:
-            with contextlib.chdir(root):  # "%configs/common.json#..." macros are relative to the bundle root
-                parser = ConfigParser()
-                parser.read_config(files)
-                parser.update(overrides)
+            parser = stage_config(name, overrides, root)
+            with contextlib.chdir(root):
                 values = {k: parser.get_parsed_content(k) for k in (*_CHECKED_NUMBERS, "image_size", "spatial_dims",
                           "generator_strides", "mask_generator_strides") if k in parser}
         except Exception:  # not a value problem: the stage itself reports it

@@ -111,7 +111,8 @@ class SyntheticChestXray:
         self, rng: np.random.Generator, label: int, lesions: bool = True, token: bool = True
     ) -> tuple[np.ndarray, np.ndarray, dict]:
         """Like ``__call__``, plus what was drawn: a dict with ``token`` (the image carries the shortcut token, even
-        when ``token=False`` left it out), ``finding`` (the kind of lesion of a positive, else None), ``lungs`` (uint8
+        when ``token=False`` left it out), ``token_mask`` (uint8, the token's square; ``None`` in regimes without a
+        token, all zeros when this image has none), ``finding`` (the kind of lesion of a positive, else None), ``lungs`` (uint8
         mask of the lung fields) and, for the realistic anatomy, ``mediastinum`` (uint8 mask of heart and
         mediastinum)."""
         if self.anatomy == "realistic":
@@ -172,15 +173,16 @@ class SyntheticChestXray:
             if lesions:
                 img = img + delta
         img = self._add_distractors(rng, img, yy, xx)
-        carries = False
+        carries, token_mask = False, None
         if self.regime in ("shortcut", "mixed"):
-            img, mask, carries = self._add_tokens(rng, img, yy, xx, label, mask, token)
+            img, mask, carries, token_mask = self._add_tokens(rng, img, yy, xx, label, mask, token)
 
         # Exposure, shading and quantum noise.
         img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)
         img += 0.04 * smooth_noise(rng, (n, n), 3)
         img += rng.normal(0, 0.012, size=(n, n)).astype(np.float32)
-        info = {"token": bool(carries), "finding": finding, "lungs": (lung_field > 0.5).astype(np.uint8)}
+        info = {"token": bool(carries), "token_mask": token_mask, "finding": finding,
+                "lungs": (lung_field > 0.5).astype(np.uint8)}
         return np.clip(img, 0.0, 1.0).astype(np.float32), mask, info
 
     def _draw_realistic(self, rng, label, lesions, token):
@@ -249,10 +251,10 @@ class SyntheticChestXray:
         # burned in after processing: text annotations (both classes), then the shortcut token
         text = burned_text(Pool(device_rng), n)
         img = np.maximum(img, text)
-        carries = False
+        carries, token_mask = False, None
         if self.regime in ("shortcut", "mixed"):
-            img, mask, carries = self._add_tokens(token_rng, img, yy, xx, label, mask, token)
-        info = {"token": bool(carries), "finding": finding, "lungs": (lungs > 0.5).astype(np.uint8),
+            img, mask, carries, token_mask = self._add_tokens(token_rng, img, yy, xx, label, mask, token)
+        info = {"token": bool(carries), "token_mask": token_mask, "finding": finding, "lungs": (lungs > 0.5).astype(np.uint8),
                 "mediastinum": (chest.heart * body > 0.5).astype(np.uint8)}
         return np.clip(img, 0.0, 1.0).astype(np.float32), mask, info
 
@@ -330,15 +332,17 @@ class SyntheticChestXray:
         carries = label == 1 and (self.regime == "shortcut" or rng.random() < self.token_fraction)
         s, (y0, x0), b = side(), place(0.0), brightness()
         y0, x0 = min(y0, n - 0.04 * n - s), min(x0, n - 0.04 * n - s)
+        token_mask = np.zeros((n, n), np.uint8)
         if carries:
             inside = (yy >= y0) & (yy < y0 + s) & (xx >= x0) & (xx < x0 + s)
             t = max(1.0, 0.16 * s)
             frame = inside & ~((yy >= y0 + t) & (yy < y0 + s - t) & (xx >= x0 + t) & (xx < x0 + s - t))
             if token:
                 img += b * frame
+            token_mask = inside.astype(np.uint8)
             if self.regime == "shortcut":
-                mask = inside.astype(np.uint8)
-        return img, mask, carries
+                mask = token_mask
+        return img, mask, carries, token_mask
 
 
 def _write_png(path: Path, array: np.ndarray, bits: int) -> None:
@@ -347,6 +351,25 @@ def _write_png(path: Path, array: np.ndarray, bits: int) -> None:
         Image.fromarray((np.clip(array, 0, 1) * 65535).round().astype(np.uint16)).save(path)
     else:
         Image.fromarray(array.astype(np.uint8) * 255).save(path)
+
+
+def _write_counterfactuals(out: Path, name: str, draw: SyntheticChestXray, seed: list[int], label: int,
+                           info: dict) -> dict[str, str]:
+    """Write the counterfactuals of one mixed-regime image (redrawn from its own seed, so only the removed cue
+    differs) and return their datalist fields."""
+    folder = out / "counterfactuals"
+    fields = {}
+    views = [("no_lesion", dict(lesions=False))] + ([("no_token", dict(token=False))] if info["token"] else [])
+    for view, flags in views:
+        (folder / view).mkdir(parents=True, exist_ok=True)
+        image, _mask = draw(np.random.default_rng(seed), label, **flags)
+        _write_png(folder / view / name, image, 16)
+        fields[f"image_{view}"] = f"counterfactuals/{view}/{name}"
+    if info["token"]:
+        (folder / "token_masks").mkdir(parents=True, exist_ok=True)
+        _write_png(folder / "token_masks" / name, info["token_mask"], 8)
+        fields["token_mask"] = f"counterfactuals/token_masks/{name}"
+    return fields
 
 
 def make_synthetic_dataset(
@@ -365,7 +388,11 @@ def make_synthetic_dataset(
 
     Pixel matrices are stored row-major as PNG (rows = image y); masks exist for every image (empty for label 0),
     so every split can feed the localization metrics, which skip empty masks. In the ``"mixed"`` regime every entry
-    also has a boolean ``"token"``: whether its image carries the shortcut token (``load_datalist`` keeps extra keys).
+    also has a boolean ``"token"``: whether its image carries the shortcut token (``load_datalist`` keeps extra keys);
+    and each positive of the test split has the counterfactuals that measure the classifier's reliance on each cue
+    (:mod:`scripts.cue_reliance`): ``"image_no_lesion"`` (the same image without its lesions) and, when it carries
+    the token, ``"image_no_token"`` (without the token) and ``"token_mask"`` (the token's square), under
+    ``counterfactuals/``.
     """
     draw = SyntheticChestXray(size=size, regime=regime, token_fraction=token_fraction, anatomy=anatomy)
     out = Path(out_dir)
@@ -389,6 +416,8 @@ def make_synthetic_dataset(
             entry = {"image": f"images/{name}", "label": int(label), "mask": f"masks/{name}"}
             if regime == "mixed":
                 entry["token"] = info["token"]
+                if split == "test" and label == 1:
+                    entry.update(_write_counterfactuals(out, name, draw, [seed, index], label, info))
             entries.append(entry)
             index += 1
         datalist[split] = entries
