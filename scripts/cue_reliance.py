@@ -64,10 +64,14 @@ def cue_shares(maps: torch.Tensor, token_masks: torch.Tensor, lesion_masks: torc
     return torch.stack([compute_relevance_mass(maps, token_masks), compute_relevance_mass(maps, lesion_masks)], 1)
 
 
-def _batches(entries: list[dict], preprocessing: Any, batch_size: int = 16):
-    for i in range(0, len(entries), batch_size):
-        items = [preprocessing(dict(e)) for e in entries[i : i + batch_size]]
-        yield {k: torch.stack([torch.as_tensor(it[k]) for it in items]).float() for k in ("image", "mask")}
+def _view(entries: list[dict], image: str, mask: str, preprocessing: Any) -> dict[str, torch.Tensor]:
+    """One view of the carriers (``image``/``mask`` taken from those entry fields) through the bundle's
+    preprocessing, every image stacked: ``{"image": (N, C, *spatial), "mask": (N, 1, *spatial)}``."""
+    from monai.data import DataLoader, Dataset
+
+    data = [{"image": e[image], "mask": e[mask], "label": e["label"]} for e in entries]
+    batches = list(DataLoader(Dataset(data, preprocessing), batch_size=16, num_workers=0))
+    return {k: torch.cat([torch.as_tensor(b[k]) for b in batches]).float() for k in ("image", "mask")}
 
 
 def measure(
@@ -86,14 +90,18 @@ def measure(
     if not carriers:
         raise BundleInputError("cue reliance: no test positive carries the token (is this the mixed regime's data?)")
 
-    def probabilities(key: str) -> torch.Tensor:
-        out = []
-        for batch in _batches([dict(e, image=e[key], mask=e["mask"]) for e in carriers], preprocessing):
-            with torch.no_grad():
-                out.append(torch.softmax(classifier(batch["image"].to(device)).float(), 1)[:, target_class].cpu())
-        return torch.cat(out)
+    # three views, each read once: the image (and its lesion mask), without the token (and the token's square),
+    # without the lesions
+    views = {"image": _view(carriers, "image", "mask", preprocessing),
+             "image_no_token": _view(carriers, "image_no_token", "token_mask", preprocessing),
+             "image_no_lesion": _view(carriers, "image_no_lesion", "mask", preprocessing)}
 
-    p = {key: probabilities(key) for key in ("image", "image_no_token", "image_no_lesion")}
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([torch.softmax(classifier(b.to(device)).float(), 1)[:, target_class].cpu()
+                              for b in x.split(16)])
+
+    p = {key: probabilities(view["image"]) for key, view in views.items()}
     drops = {"token": float((p["image"] - p["image_no_token"]).mean()),
              "lesion": float((p["image"] - p["image_no_lesion"]).mean())}
     reliance = {"p": float(p["image"].mean()), "p_without_token": float(p["image_no_token"].mean()),
@@ -102,23 +110,23 @@ def measure(
     log(f"classifier: p {reliance['p']:.3f}, without the token {reliance['p_without_token']:.3f}, without the "
         f"lesions {reliance['p_without_lesion']:.3f} (token share {reliance['token_share']})")
 
-    lesion_batches = list(_batches(carriers, preprocessing))
-    token_masks = [b["mask"] for b in _batches([dict(e, mask=e["token_mask"]) for e in carriers], preprocessing)]
+    images, lesion_masks = views["image"]["image"], views["image"]["mask"] > 0.5
+    token_masks = views["image_no_token"]["mask"] > 0.5
     methods = config.get_parsed_content("methods")
     variants = method_variants(methods, config.get_parsed_content("tta"))
     variants.append((RANDOM_ROW, "plain", RandomExplainer(classifier)))
     rows: dict[str, dict[str, Any]] = {}
-    grid: dict[str, Any] = {"images": lesion_batches[0]["image"][:grid_rows],
-                            "masks": torch.maximum(lesion_batches[0]["mask"], token_masks[0])[:grid_rows], "maps": {}}
+    grid: dict[str, Any] = {"images": images[:grid_rows], "masks": (lesion_masks | token_masks)[:grid_rows].float(),
+                            "maps": {}}
     for name, kind, explainer in variants:
         start = time.perf_counter()
         torch.manual_seed(0)
         shares = []
-        for batch, token_mask in zip(lesion_batches, token_masks):
-            x = batch["image"].to(device)
+        for x, token_mask, lesion_mask in zip(images.split(16), token_masks.split(16), lesion_masks.split(16)):
+            x = x.to(device)
             target = torch.full((x.shape[0],), target_class, dtype=torch.long, device=device)
             maps = explainer(x, target).detach().float().cpu()
-            shares.append(cue_shares(maps, token_mask > 0.5, batch["mask"] > 0.5))
+            shares.append(cue_shares(maps, token_mask, lesion_mask))
             grid["maps"].setdefault(f"{name}{' + aug' if kind == 'tta' else ''}", maps[:grid_rows])
         mass = torch.cat(shares).nanmean(0)
         row = {"mass_token": float(mass[0]), "mass_lesion": float(mass[1]),

@@ -93,17 +93,10 @@ BUDGET = "budget"
 
 # --------------------------------------------------------------------------------------------- rank correlation
 def _average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """``(B, N)`` -> ranks ``1..N`` per row, tied values sharing their average rank (``scipy.stats.rankdata``'s
-    ``"average"``; written here because torch has no tie-aware rank)."""
-    b, n = x.shape
-    values, order = torch.sort(x, dim=1, stable=True)
-    new = torch.ones_like(values, dtype=torch.bool)
-    new[:, 1:] = values[:, 1:] != values[:, :-1]
-    group = new.long().cumsum(dim=1) - 1
-    pos = torch.arange(1, n + 1, dtype=torch.float64, device=x.device).expand(b, n)
-    total = torch.zeros(b, n, dtype=torch.float64, device=x.device).scatter_add_(1, group, pos)
-    count = torch.zeros(b, n, dtype=torch.float64, device=x.device).scatter_add_(1, group, torch.ones_like(pos))
-    return torch.empty_like(pos).scatter_(1, order, (total / count.clamp(min=1)).gather(1, group))
+    """``(B, N)`` -> ranks ``1..N`` per row, tied values sharing their average rank (``scipy.stats.rankdata``)."""
+    from scipy.stats import rankdata
+
+    return torch.as_tensor(rankdata(x.cpu().numpy(), method="average", axis=1), dtype=torch.float64, device=x.device)
 
 
 def compute_rank_correlation(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
