@@ -30,6 +30,7 @@ __all__ = [
     "save_atomic",
     "load_checkpoint",
     "load_network",
+    "checked_for_export",
     "state_fingerprint",
     "AtomicCheckpointSaver",
     "ResumeLoader",
@@ -83,11 +84,12 @@ def _check_trained_against(
     state: Mapping[str, Any],
     path: Path,
     what: str,
-    classifier: torch.nn.Module,
+    classifier: torch.nn.Module | None,
     classifier_path: str | os.PathLike | None,
     allow_other_classifier: bool,
 ) -> None:
-    """Refuse ``state`` (an explainer checkpoint) when it records another classifier than ``classifier``."""
+    """Refuse ``state`` (an explainer checkpoint) when it records another classifier than ``classifier`` (only read
+    when ``state`` records one)."""
     recorded = state.get(CLASSIFIER_FINGERPRINT_KEY) if isinstance(state, Mapping) else None
     named = f" {classifier_path}" if classifier_path else ""
     if recorded is None:
@@ -165,6 +167,49 @@ def load_network(
         first = str(e).splitlines()[0:3]
         raise BundleInputError(f"{what} {path} does not fit the configured network: {' '.join(first)}") from e
     return network
+
+
+def _command_line_checkpoint(argv: list[str]) -> str | None:
+    """The value of ``--ckpt_file`` on a ``monai.bundle ckpt_export`` command line, if any."""
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt_file" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--ckpt_file="):
+            return arg.partition("=")[2]
+    return None
+
+
+def checked_for_export(
+    factory: Callable[..., torch.nn.Module],
+    checkpoint: str | os.PathLike,
+    classifier_factory: Callable[[], torch.nn.Module],
+    classifier_path: str | os.PathLike | None = None,
+    allow_other_classifier: bool = False,
+    argv: list[str] | None = None,
+) -> Callable[..., torch.nn.Module]:
+    """``factory`` (the deployable explainer's ``network_def``), which first refuses an explainer checkpoint trained
+    against another classifier than ``classifier_factory()`` (:func:`load_network`'s check, same message and
+    ``allow_other_classifier`` override).
+
+    MONAI's ``ckpt_export`` loads ``--ckpt_file`` into the network itself and passes neither the file's name nor
+    its other keys to the config, so the file checked is the command line's ``--ckpt_file`` when there is one
+    (``argv``, default ``sys.argv``), else ``checkpoint`` (``explainer_checkpoint``). Nothing is checked when that
+    file does not exist (``verify_net_in_out`` builds the network with random weights) or records no classifier
+    (a warning); the classifier is loaded only to be compared.
+    """
+    import sys
+
+    def build(**kwargs: Any) -> torch.nn.Module:
+        path = Path(_command_line_checkpoint(sys.argv if argv is None else argv) or checkpoint)
+        if path.is_file():
+            state = load_checkpoint(path, "explainer checkpoint")
+            records = isinstance(state, Mapping) and CLASSIFIER_FINGERPRINT_KEY in state
+            classifier = classifier_factory() if records else None  # without a record: the warning only
+            _check_trained_against(state, path, "explainer checkpoint", classifier, classifier_path,
+                                   allow_other_classifier)
+        return factory(**kwargs)
+
+    return build
 
 
 def freeze(module: torch.nn.Module) -> torch.nn.Module:

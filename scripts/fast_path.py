@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .explainers.base import Explainer
-from .networks import difference_map
+from .networks import generator_map
 
 __all__ = [
     "FastPathOptions",
@@ -212,7 +212,7 @@ def eager_reference(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         with tf32_mode(False):
             x_s, x_a = _generate(generator, x.float().contiguous())
-            return difference_map(x_s.float(), x_a.float())
+            return generator_map(generator, x_s.float(), x_a.float())
     finally:
         generator.train(was_training)
 
@@ -232,7 +232,7 @@ class _ExplanationModule(nn.Module):
             # cache_enabled=False: the weight-cast cache must not outlive a CUDA graph capture
             with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):
                 x_s, x_a = _generate(self.generator, x)
-        return difference_map(x_s.float(), x_a.float())
+        return generator_map(self.generator, x_s.float(), x_a.float())
 
 
 class _CUDAGraphRunner:

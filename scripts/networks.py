@@ -27,19 +27,55 @@ __all__ = [
     "OUT_ACTIVATIONS",
     "SimAdvGenerator",
     "MaskGeneratorNet",
+    "MAP_SPACES",
     "difference_map",
+    "generator_map",
     "is_naive",
 ]
 
 GENERATOR_MODES = ("single", "duo", "naive")
 UPSAMPLE_MODES = ("deconv", "resize", "nontrainable", "pixelshuffle")
 OUT_ACTIVATIONS = ("sigmoid", "clamp", "ste")
+MAP_SPACES = ("logit", "image")
 _LOGIT_EPS = 1e-3  # inputs are clipped to [eps, 1 - eps] before the logit: identity error <= 1e-3 of the range
 
 
-def difference_map(x_s: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
-    """The explanation ``E = |x_s - x_a|`` summed over channels, shape ``(B, 1, *spatial)`` (method.md §1)."""
-    return (x_s - x_a).abs().sum(dim=1, keepdim=True)
+def difference_map(
+    x_s: torch.Tensor,
+    x_a: torch.Tensor,
+    space: str = "image",
+    out_range: Sequence[float] = (0.0, 1.0),
+    eps: float = _LOGIT_EPS,
+) -> torch.Tensor:
+    """The explanation ``E = Σ_c |x_s − x_a|``, shape ``(B, 1, *spatial)`` (method.md §1), measured in ``space``:
+
+    * ``'image'``: the intensity difference itself, the paper's map;
+    * ``'logit'``: ``Σ_c |logit(u_s) − logit(u_a)|`` with ``u = (x − lo) / (hi − lo)`` clipped to ``[eps, 1 − eps]``,
+      the difference of the generators' residuals for :class:`SimAdvGenerator`'s sigmoid outputs. To first order
+      the intensity difference is ``u (1 − u) · |δ_s − δ_a|``: a factor that depends on the image alone and not on
+      the classifier, which ranks mid-grey pixels above dark and bright ones in every map (method.md, "The map's
+      space"). The clip at the generator's own ``eps`` leaves out changes of less than ``eps`` of the range at
+      saturated pixels, which no classifier sees.
+    """
+    if space not in MAP_SPACES:
+        raise BundleInputError(f"explanation map space must be one of {MAP_SPACES}, got {space!r}")
+    return _space_difference(x_s, x_a, space == "logit", float(out_range[0]), float(out_range[1]), eps)
+
+
+def _space_difference(x_s: torch.Tensor, x_a: torch.Tensor, logit: bool, lo: float, hi: float, eps: float):
+    """:func:`difference_map` once its arguments are checked (TorchScript compiles this part)."""
+    if not logit:
+        return (x_s - x_a).abs().sum(dim=1, keepdim=True)
+    s = torch.logit((x_s.float() - lo) / (hi - lo), eps=eps)
+    a = torch.logit((x_a.float() - lo) / (hi - lo), eps=eps)
+    return (s - a).abs().sum(dim=1, keepdim=True)
+
+
+def generator_map(generator: nn.Module | None, x_s: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
+    """The explanation of ``(x_s, x_a)`` in ``generator``'s map space (:meth:`SimAdvGenerator.explanation`); the
+    image-space difference for a generator that defines none (a user's own module)."""
+    explanation = getattr(generator, "explanation", None)
+    return explanation(x_s, x_a) if callable(explanation) else difference_map(x_s, x_a)
 
 
 def is_naive(generator: nn.Module | None, x: torch.Tensor | None = None, x_s: torch.Tensor | None = None) -> bool:
@@ -190,6 +226,9 @@ class SimAdvGenerator(nn.Module):
         out_activation: ``'sigmoid'``, ``'clamp'`` or ``'ste'`` (see above).
         zero_init: start every head's last conv at zero so that both outputs start as ``x``.
         same_init: in 'duo' mode, start ``g_s`` with a copy of ``g_a``'s weights (``L_{s,a} = 0`` at step 0).
+        map_space: the space of the explanation map (:func:`difference_map`): ``'logit'`` (the default since
+            bundle 0.8.0: the generators' change in log-odds, without the image's ``u (1 − u)`` factor) or
+            ``'image'`` (the paper's intensity difference). It changes no weight: a checkpoint explains in either.
     """
 
     def __init__(
@@ -209,6 +248,7 @@ class SimAdvGenerator(nn.Module):
         out_activation: str = "sigmoid",
         zero_init: bool = True,
         same_init: bool = False,
+        map_space: str = "logit",
     ) -> None:
         super().__init__()
         #: the constructor's arguments, so that a checkpoint that does not fit can be matched against the other
@@ -218,6 +258,7 @@ class SimAdvGenerator(nn.Module):
             "strides": tuple(strides), "num_res_units": num_res_units, "head_channels": head_channels, "act": act,
             "norm": norm, "dropout": dropout, "upsample": upsample, "out_range": tuple(out_range),
             "out_activation": out_activation, "zero_init": zero_init, "same_init": same_init,
+            "map_space": map_space,
         }
         if mode not in GENERATOR_MODES:
             raise BundleInputError(f"generator 'mode' must be one of {GENERATOR_MODES}, got {mode!r}")
@@ -225,11 +266,14 @@ class SimAdvGenerator(nn.Module):
             raise BundleInputError(
                 f"generator 'out_activation' must be one of {OUT_ACTIVATIONS}, got {out_activation!r}"
             )
+        if map_space not in MAP_SPACES:
+            raise BundleInputError(f"generator 'map_space' must be one of {MAP_SPACES}, got {map_space!r}")
         if len(out_range) != 2 or not float(out_range[0]) < float(out_range[1]):
             raise BundleInputError(f"generator 'out_range' must be [lo, hi] with lo < hi, got {list(out_range)}")
         self.mode = mode
         self.spatial_dims = spatial_dims
         self.out_activation = out_activation
+        self.map_space = map_space
         self.out_range = (float(out_range[0]), float(out_range[1]))
         self.logit_eps = _LOGIT_EPS
         feat = int(head_channels or channels[0])
@@ -275,6 +319,11 @@ class SimAdvGenerator(nn.Module):
         if self.g_s is None:
             return x, x_a
         return self._output(x, self.g_s(x)), x_a
+
+    def explanation(self, x_s: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
+        """The map of ``(x_s, x_a)`` in this generator's ``map_space`` (:func:`difference_map`)."""
+        lo, hi = self.out_range
+        return _space_difference(x_s, x_a, self.map_space == "logit", lo, hi, self.logit_eps)
 
     def paired_parameters(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """``(theta_s, theta_a)`` pairs penalised by ``L_{s,a}`` (method.md §2): the heads ('single'), every parameter
@@ -349,7 +398,7 @@ class MaskGeneratorNet(nn.Module):
 
 
 class SimAdvExplanationNet(SimAdvGenerator):
-    """The deployable explainer: ``x -> E(x) = |g_s(x) − g_a(x)|`` summed over channels, ``(B, 1, *spatial)``.
+    """The deployable explainer: ``x -> E(x) = Σ_c |g_s(x) − g_a(x)|`` in the generator's ``map_space``, ``(B, 1, *spatial)``.
 
     Same parameters (and state-dict keys) as :class:`SimAdvGenerator`, so ``models/explainer.pt`` loads into it
     directly; this is the bundle's ``network_def`` for ``verify_net_in_out`` and ``ckpt_export`` (one output
@@ -358,4 +407,4 @@ class SimAdvExplanationNet(SimAdvGenerator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         x_s, x_a = self.generate(x)
-        return difference_map(x_s, x_a)
+        return self.explanation(x_s, x_a)

@@ -89,6 +89,9 @@ DEFAULT_VARIANTS = "class_layers,full,labels"
 #: training moved little would hardly change it.
 INIT_SEED_OFFSET = 2018
 BUDGET = "budget"
+#: overrides that change how the maps are read out of trained networks, not what is trained: they are left out of
+#: a variant's recipe, so a variant trained without them is kept and only its maps are computed again.
+READOUT_OVERRIDES = ("generator_map_space", "tta_augmentations", "bbmp_iterations")
 
 
 # --------------------------------------------------------------------------------------------- rank correlation
@@ -386,7 +389,8 @@ def _figure(path: Path, images: torch.Tensor, original: dict, variants: dict, la
     columns = [GridColumn("image", [slice_2d(images[i]) for i, _ in pick]),
                GridColumn("original", [slice_2d(original[(n, "plain")][i]) for i, n in pick], kind="map")]
     for v, maps in variants.items():
-        columns.append(GridColumn(labels[v], [slice_2d(maps[(n, "plain")][i]) for i, n in pick], kind="map"))
+        title = labels[v].replace(" to ", "\nto ").replace(" randomisation", "\nrandomisation").replace(" labels", "\nlabels")
+        columns.append(GridColumn(title, [slice_2d(maps[(n, "plain")][i]) for i, n in pick], kind="map"))
     fig = grid_figure(columns, cell=1.4)
     for r, (i, n) in enumerate(pick):
         fig.axes[r * len(columns)].set_ylabel(f"{n}\nimage {i}", fontsize=7)
@@ -495,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     original = _maps(config, method_names, images, seed, limits)
     steps["original: maps"] = round(time.perf_counter() - t, 1)
-    base = {"seed": seed, "source_classifier_sha256": state_fingerprint(classifier), "epochs": epochs, "args": args}
+    base = {"seed": seed, "source_classifier_sha256": state_fingerprint(classifier), "epochs": epochs,
+            "args": _without(args, READOUT_OVERRIDES)}
     variants, variant_maps, results, references, prior = [], {}, {}, {}, {}
     if ("Ours", "plain") in original:
         prior["original"] = compare_maps(image_prior(images), original[("Ours", "plain")])

@@ -31,7 +31,7 @@ from torch.optim.optimizer import Optimizer
 from .checkpoint import freeze
 from .errors import BundleInputError
 from .losses import MaskGeneratorLoss, SimAdvLoss
-from .networks import difference_map, is_naive
+from .networks import generator_map, is_naive
 
 __all__ = [
     "unwrap_parallel",
@@ -122,7 +122,7 @@ def simadv_step(
             a random sub-pixel shift plus noise, so that a brittle pattern does not flip it); default: the images.
 
     Returns:
-        ``y_hat``, ``similar``, ``adversarial``, ``explanation`` (:func:`scripts.networks.difference_map`),
+        ``y_hat``, ``similar``, ``adversarial``, ``explanation`` (:func:`scripts.networks.generator_map`),
         ``logits_s`` (``f_c(x)`` for the naive variant), ``logits_a`` and every loss term, all detached.
     """
     network = unwrap_parallel(generator) if network is None else network
@@ -144,7 +144,7 @@ def simadv_step(
         "y_hat": y_hat,
         "similar": x_s.detach(),
         "adversarial": x_a.detach(),
-        "explanation": difference_map(x_s.detach(), x_a.detach()),
+        "explanation": generator_map(network, x_s.detach(), x_a.detach()),
         "logits_s": (logits if logits_s is None else logits_s).detach(),
         "logits_a": logits_a.detach(),
         **{k: v.detach() for k, v in terms.items()},

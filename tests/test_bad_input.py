@@ -248,3 +248,34 @@ def test_explaining_another_classifier_is_refused_naming_both_files(tiny_bundle,
     assert not (out / "inference" / "predictions.csv").exists()
     run_bundle("run", "configs/inference.json", "--output_dir", str(out), *common, "--allow_other_classifier", "true")
     assert (out / "inference" / "predictions.csv").is_file()
+
+
+def test_exporting_an_explainer_of_another_classifier_is_refused(tiny_bundle, tmp_path):
+    """ckpt_export checks the checkpoint it exports (--ckpt_file) against --classifier_path: another classifier
+    stops it with one line naming both files and writes no TorchScript, unless --allow_other_classifier true."""
+    import torch
+
+    models = tiny_bundle / "models"
+    state = torch.load(models / "classifier.pt", weights_only=True)
+    name = next(k for k, v in state["network"].items() if v.is_floating_point())
+    state["network"][name] = state["network"][name] + 1e-3
+    other = tmp_path / "other_classifier.pt"
+    torch.save(state, other)
+    explainer = tmp_path / "elsewhere" / "explainer.pt"  # not the config's explainer_checkpoint: --ckpt_file is checked
+    explainer.parent.mkdir()
+    shutil.copy(models / "explainer.pt", explainer)
+    ts = tmp_path / "explainer.ts"
+    cmd = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
+           "--ckpt_file", str(explainer), "--key_in_ckpt", "generator", "--meta_file", "configs/metadata.json",
+           "--config_file", "configs/inference.json", "--image_size", f"[{TINY_SIZE},{TINY_SIZE}]"]
+    proc = subprocess.run([*cmd, "--classifier_path", str(other)], cwd=ROOT, env=bundle_env(), capture_output=True,
+                          text=True, timeout=300)
+    _expect_clear_error(proc, str(explainer), str(other), "--allow_other_classifier true")
+    assert not ts.exists()
+    proc = subprocess.run([*cmd, "--classifier_path", str(models / "classifier.pt")], cwd=ROOT, env=bundle_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and ts.is_file(), proc.stderr[-3000:]
+    ts.unlink()
+    proc = subprocess.run([*cmd, "--classifier_path", str(other), "--allow_other_classifier", "true"], cwd=ROOT,
+                          env=bundle_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and ts.is_file(), proc.stderr[-3000:]

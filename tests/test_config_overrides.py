@@ -96,6 +96,25 @@ def test_one_override_widens_the_generator_of_every_stage(name, ckpt_dir):
         assert net.mode == net_mode
 
 
+@pytest.mark.parametrize("name", GENERATOR_STAGES)
+def test_one_override_sets_the_map_space_of_every_stage(name, ckpt_dir):
+    for override, expected in (({}, "logit"), ({"generator_map_space": "image"}, "image")):
+        parser = stage(name, ckpt_dir, **override)
+        for key in STAGES[name][1]:
+            assert parser.get_parsed_content(key).map_space == expected, f"{name}#{key}"
+
+
+def test_the_validation_screen_overlay_scores_the_validation_split(ckpt_dir):
+    parser = ConfigParser()
+    parser.read_config(["configs/evaluate.json", "configs/screen_validation.json"])
+    parser.update({"ckpt_dir": str(ckpt_dir), "image_size": [32, 32]})
+    parser.parse()  # resolves the macros, instantiates nothing
+    assert list(parser["methods"]) == ["Gradient", "Naive", "Ours"]
+    assert parser["methods"]["Ours"] == ConfigParser.load_config_file("configs/evaluate.json")["methods"]["Ours"]
+    assert "'validation'" in parser["test"]["datalist"] and "'test'" not in parser["test"]["datalist"]
+    assert parser["test"]["dataset"]["_target_"] == "CacheDataset"  # the rest of the test block is evaluate.json's
+
+
 @pytest.mark.parametrize("name", MASKER_STAGES)
 @pytest.mark.parametrize("override, expected", [
     ({"mask_generator_channels": [8, 16, 32, 64]}, {"channels": [8, 16, 32, 64], "mask_scale": 4}),

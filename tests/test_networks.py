@@ -69,6 +69,40 @@ def test_generator_3d_and_custom_range():
     assert difference_map(x_s, x_a).shape == (1, 1, 8, 8, 8)
 
 
+def test_difference_map_spaces_golden():
+    """'image': the intensity difference; 'logit': the change in log-odds, the same at every grey level for the
+    same residual (no u(1 - u) factor of the image), clipped at the generator's eps, summed over channels."""
+    x = torch.tensor([0.5, 0.9, 0.999, 0.0]).reshape(1, 1, 2, 2)
+    gen = SimAdvGenerator("naive", **TINY)
+    x_a = gen._output(x, torch.full_like(x, 1.0))  # every pixel's residual is +1 in log-odds
+    image = difference_map(x, x_a)
+    logit = difference_map(x, x_a, "logit")
+    expected_image = torch.sigmoid(torch.logit(x, eps=1e-3) + 1) - x
+    assert torch.allclose(image, expected_image.abs(), atol=1e-6)
+    assert abs(float(image[0, 0, 0, 0]) - (torch.sigmoid(torch.tensor(1.0)) - 0.5)) < 1e-6  # 0.2311
+    assert image[0, 0, 0, 0] > 3 * image[0, 0, 0, 1]  # mid grey weighs more than a bright pixel in image space
+    assert torch.allclose(logit[0, 0, 0, :], torch.ones(2), atol=1e-4)  # one log-odds unit at 0.5 and at 0.9
+    assert float(logit[0, 0, 1, 0]) < 1e-6  # 0.999 is clipped at 1 - eps: its +1 does not count (invisible change)
+    assert abs(float(logit[0, 0, 1, 1]) - 1.0) < 1e-4  # a black pixel clipped to eps, brightened by +1
+    # channels are summed; another out_range is mapped to [0, 1] first
+    two = difference_map(torch.cat([x, x], 1) * 2 - 1, torch.cat([x_a, x_a], 1) * 2 - 1, "logit", (-1.0, 1.0))
+    assert torch.allclose(two, 2 * logit, atol=1e-4)
+    with pytest.raises(BundleInputError, match="map space"):
+        difference_map(x, x_a, "pixels")
+
+
+@pytest.mark.parametrize("space", ["logit", "image"])
+def test_generator_explanation_follows_map_space(space):
+    torch.manual_seed(0)
+    gen = SimAdvGenerator("single", map_space=space, **TINY)
+    _scramble_heads(gen, 1.0)
+    x = torch.rand(2, 1, 16, 16)
+    x_s, x_a = gen(x)
+    assert torch.allclose(gen.explanation(x_s, x_a), difference_map(x_s, x_a, space))
+    with pytest.raises(BundleInputError, match="map_space"):
+        SimAdvGenerator("single", map_space="pixels", **TINY)
+
+
 def test_output_gradients_at_range_limit():
     x = torch.ones(1, 1, 2, 2)
     for act, has_grad in (("clamp", False), ("ste", True), ("sigmoid", True)):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import BundleInputError
-from ..networks import difference_map
+from ..networks import generator_map
 from .base import Explainer
 
 __all__ = ["SimAdvExplainer"]
@@ -62,4 +62,4 @@ class SimAdvExplainer(Explainer):
         return x_s, x_a
 
     def compute_map(self, x: torch.Tensor, class_idx: torch.Tensor | None) -> torch.Tensor:
-        return difference_map(*self.generate(x))
+        return generator_map(self.generator, *self.generate(x))
