@@ -227,17 +227,21 @@ def test_nan_loss_stops_training_and_keeps_the_best_checkpoint(tmp_path):
     assert [r["epoch"] for r in metrics["history"]] == [1, 2]
 
 
+def _other_classifier(source: Path, path: Path) -> Path:
+    """A copy of the classifier checkpoint ``source`` with one weight changed: another classifier."""
+    state = torch.load(source, weights_only=True)
+    name = next(k for k, v in state["network"].items() if v.is_floating_point())
+    state["network"][name] = state["network"][name] + 1e-3
+    torch.save(state, path)
+    return path
+
+
 def test_explaining_another_classifier_is_refused_naming_both_files(tiny_bundle, tmp_path):
     """The explainer's checkpoint records its classifier: inference and the benchmark with another classifier
     (one weight changed) stop with one line naming both files, unless --allow_other_classifier true."""
-    import torch
 
     models = tiny_bundle / "models"
-    state = torch.load(models / "classifier.pt", weights_only=True)
-    name = next(k for k, v in state["network"].items() if v.is_floating_point())
-    state["network"][name] = state["network"][name] + 1e-3
-    other = tmp_path / "other_classifier.pt"
-    torch.save(state, other)
+    other = _other_classifier(models / "classifier.pt", tmp_path / "other_classifier.pt")
     images = tmp_path / "images"
     _png(images / "a.png")
     common = ["--ckpt_dir", str(models), "--image_size", f"[{TINY_SIZE},{TINY_SIZE}]", "--num_workers", "0",
@@ -253,14 +257,9 @@ def test_explaining_another_classifier_is_refused_naming_both_files(tiny_bundle,
 def test_exporting_an_explainer_of_another_classifier_is_refused(tiny_bundle, tmp_path):
     """ckpt_export checks the checkpoint it exports (--ckpt_file) against --classifier_path: another classifier
     stops it with one line naming both files and writes no TorchScript, unless --allow_other_classifier true."""
-    import torch
 
     models = tiny_bundle / "models"
-    state = torch.load(models / "classifier.pt", weights_only=True)
-    name = next(k for k, v in state["network"].items() if v.is_floating_point())
-    state["network"][name] = state["network"][name] + 1e-3
-    other = tmp_path / "other_classifier.pt"
-    torch.save(state, other)
+    other = _other_classifier(models / "classifier.pt", tmp_path / "other_classifier.pt")
     explainer = tmp_path / "elsewhere" / "explainer.pt"  # not the config's explainer_checkpoint: --ckpt_file is checked
     explainer.parent.mkdir()
     shutil.copy(models / "explainer.pt", explainer)
