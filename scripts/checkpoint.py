@@ -116,23 +116,30 @@ def _check_trained_against(
 
 def _upsample_hint(network: torch.nn.Module, state: dict) -> str:
     """If ``state`` fits ``network`` built with the other decoder (transposed convolutions, the generators up to
-    bundle 0.5.0, or resize-convolutions), the option that loads it; else ``""``."""
+    bundle 0.5.0, or resize-convolutions) or the other trunk (``space_to_depth`` 1 or 2), the options that load it;
+    else ``""``."""
     from .networks import SimAdvGenerator
 
     if not isinstance(network, SimAdvGenerator) or not hasattr(network, "build_kwargs"):
         return ""
-    current = network.build_kwargs.get("upsample", "deconv")
-    for other in ("deconv", "resize"):
-        if other == current:
-            continue
-        try:
-            candidate = type(network)(**{**network.build_kwargs, "upsample": other})
-            candidate.load_state_dict(state)
-        except Exception:
-            continue
-        when = " (the generators of bundle 0.5.0 and earlier)" if other == "deconv" else ""
-        return (f"it was trained with upsample={other!r}{when}, the config builds upsample={current!r}; "
-                f"add --generator_upsample {other}")
+    current = {"upsample": network.build_kwargs.get("upsample", "deconv"),
+               "space_to_depth": network.build_kwargs.get("space_to_depth", 1)}
+    for upsample in ("deconv", "resize"):
+        for factor in (1, 2):
+            other = {"upsample": upsample, "space_to_depth": factor}
+            if other == current:
+                continue
+            try:
+                candidate = type(network)(**{**network.build_kwargs, **other})
+                candidate.load_state_dict(state)
+            except Exception:
+                continue
+            changed = {k: v for k, v in other.items() if v != current[k]}
+            when = " (the generators of bundle 0.5.0 and earlier)" if changed.get("upsample") == "deconv" else ""
+            trained = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+            built = ", ".join(f"{k}={current[k]!r}" for k in changed)
+            add = " ".join(f"--generator_{k} {v}" for k, v in changed.items())
+            return f"it was trained with {trained}{when}, the config builds {built}; add {add}"
     return ""
 
 

@@ -1,5 +1,6 @@
-"""Ignite handlers of the bundle that MONAI does not ship: a metrics file writer, image grids, a loss-weight schedule
-and the guard that stops a training whose loss or weights stop being finite."""
+"""Ignite handlers of the bundle that MONAI does not ship: a metrics file writer, image grids, a loss-weight schedule,
+the guard that stops a training whose loss or weights stop being finite, and the stopping rule on validation
+targets."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from .errors import BundleInputError
 from .figures import GridColumn, slice_2d, write_image_grid
 from .records import jsonable
 
-__all__ = ["MetricsWriter", "ImageGridWriter", "LossWeightSchedule", "StopOnNonFinite", "ProgressLog", "write_json_atomic"]
+__all__ = ["MetricsWriter", "ImageGridWriter", "LossWeightSchedule", "StopOnNonFinite", "ValidationTargets",
+           "ProgressLog", "write_json_atomic"]
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -237,6 +239,102 @@ class StopOnNonFinite:
     @staticmethod
     def reraise(engine: Engine, e: BaseException) -> None:
         raise e
+
+
+class ValidationTargets:
+    """The stopping rule of a training with validation targets: stop once every target holds at a validation
+    (``{"val_auc_oa": 0.95, "val_auc_os": 0.98}``: at least that value), or once the key metric has not improved for
+    ``patience`` validations (Ignite's ``EarlyStopping``; ``None``: never), else at the trainer's ``max_epochs`` (the
+    budget). At the end it says which, and whether the targets were reached, on one log line (a warning when they
+    were not) and in the JSON file ``path``: ``{"stopped": "targets" | "plateau" | "budget", "targets_met", "epochs",
+    "max_epochs", "targets", "met_at_epoch", "best": {epoch, metrics}}``.
+
+    Written here because MONAI's ``EarlyStopHandler`` stops on a plateau only and says nothing of why a run ended.
+    Attach it to the trainer after its ``ValidationHandler`` (it reads ``evaluator``'s metrics of the epoch that just
+    ended; epochs without a validation are skipped). A resumed run starts its patience count again.
+
+    Args:
+        evaluator: the validation engine whose metrics hold the target names and ``key_metric_name``.
+        targets: metric name -> the least value it must reach.
+        patience: validations without improvement of the key metric before stopping; ``None`` or 0: no plateau stop.
+        min_delta: the least improvement that counts (Ignite's ``EarlyStopping``).
+        path: where to write the outcome (rank 0); ``None``: log only.
+        stage: the stage's name for the log line.
+    """
+
+    def __init__(self, evaluator: Engine, targets: Mapping[str, float], patience: int | None = None,
+                 min_delta: float = 0.0, path: str | None = None, stage: str = "training") -> None:
+        for name, value in dict(targets).items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise BundleInputError(f"validation target {name!r} must be a number, got {value!r}")
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 0):
+            raise BundleInputError(f"validation target patience must be a whole number >= 0 or null, got {patience!r}")
+        self.evaluator = evaluator
+        self.targets = {str(k): float(v) for k, v in dict(targets).items()}
+        self.patience = patience or None
+        self.min_delta = float(min_delta)
+        self.path = Path(path) if path else None
+        self.stage = stage
+        self.best: dict[str, Any] | None = None
+        self.met_at: int | None = None
+        self.stopped = "budget"
+        self._plateau: Any = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.check)
+        engine.add_event_handler(Events.COMPLETED, self.report)
+
+    def _metrics(self) -> dict[str, float]:
+        out = {}
+        for k, v in self.evaluator.state.metrics.items():
+            v = v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out[k] = float(v)
+        return out
+
+    def check(self, engine: Engine) -> None:
+        """After the epoch's validation: stop on the targets, or on the key metric's plateau."""
+        if self.evaluator.state.epoch != engine.state.epoch or not self.evaluator.state.metrics:
+            return  # no validation this epoch
+        metrics = self._metrics()
+        key = getattr(self.evaluator.state, "key_metric_name", None)
+        if self.best is None or (key in metrics and metrics[key] > self.best["metrics"].get(key, -math.inf)):
+            self.best = {"epoch": engine.state.epoch, "metrics": metrics}
+        if self.targets and all(metrics.get(k, -math.inf) >= v for k, v in self.targets.items()):
+            self.met_at, self.stopped = engine.state.epoch, "targets"
+            engine.terminate()
+            return
+        if self.patience and key in metrics:
+            if self._plateau is None:
+                from ignite.handlers import EarlyStopping
+
+                self._plateau = EarlyStopping(self.patience, lambda _: self._metrics()[key], engine, self.min_delta)
+                self._plateau.logger.setLevel(logging.WARNING)
+            self._plateau(self.evaluator)
+            if engine.should_terminate:
+                self.stopped = "plateau"
+
+    def report(self, engine: Engine) -> None:
+        """One line (and the JSON file) saying why the run ended and whether the targets were reached."""
+        met = self.met_at is not None
+        wanted = ", ".join(f"{k} >= {v:g}" for k, v in self.targets.items())
+        best = self.best or {"epoch": None, "metrics": {}}
+        scores = ", ".join(f"{k} {best['metrics'].get(k, float('nan')):.3f}" for k in self.targets)
+        epochs, budget = engine.state.epoch, engine.state.max_epochs
+        if not self.targets:
+            logging.getLogger(__name__).info(f"{self.stage}: no validation targets; stopped ({self.stopped}) at epoch "
+                                             f"{epochs}")
+        elif met:
+            logging.getLogger(__name__).info(f"{self.stage}: validation targets {wanted} reached at epoch {epochs}")
+        else:
+            why = (f"it stopped on a plateau of the validation score at epoch {epochs}" if self.stopped == "plateau"
+                   else f"within the budget of {budget} epochs")
+            logging.getLogger(__name__).warning(
+                f"{self.stage}: validation targets {wanted} NOT reached ({why}; best epoch {best['epoch']}: {scores})"
+            )
+        if self.path is not None and idist.get_rank() == 0:
+            write_json_atomic({"stopped": self.stopped, "targets_met": met, "epochs": epochs, "max_epochs": budget,
+                               "targets": self.targets, "met_at_epoch": self.met_at, "best": best}, self.path)
 
 
 class ProgressLog:

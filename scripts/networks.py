@@ -24,6 +24,7 @@ __all__ = [
     "GENERATOR_MODES",
     "UPSAMPLE_MODES",
     "ResizeConvUNet",
+    "SpaceToDepthTrunk",
     "OUT_ACTIVATIONS",
     "SimAdvGenerator",
     "MaskGeneratorNet",
@@ -157,6 +158,54 @@ def _unet(
     )
 
 
+class _SpaceToDepth(nn.Module):
+    """``(B, C, *S) -> (B, C f^d, *S/f)``, the channel order of MONAI's ``pixelunshuffle`` (and torch's
+    ``pixel_unshuffle`` in 2D), for any number of spatial dimensions. Written here because MONAI's function does not
+    compile under TorchScript (``monai.bundle ckpt_export`` scripts the generator)."""
+
+    def __init__(self, spatial_dims: int, factor: int) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f, d = self.factor, self.spatial_dims
+        shape = x.shape
+        depth = 1
+        for _ in range(d):
+            depth *= f  # f ** d as an int (TorchScript types int ** int as a float)
+        split: list[int] = [shape[0], shape[1]]
+        reduced: list[int] = [shape[0], shape[1] * depth]
+        for n in shape[2:]:
+            split += [n // f, f]
+            reduced.append(n // f)
+        order: list[int] = [0, 1] + [3 + 2 * i for i in range(d)] + [2 + 2 * i for i in range(d)]
+        return x.reshape(split).permute(order).reshape(reduced)
+
+
+class SpaceToDepthTrunk(nn.Module):
+    """A U-Net run below full resolution: space-to-depth by ``factor`` (no weights: ``(C, H, W) -> (C f^d, H/f,
+    W/f)``), the U-Net there, bilinear (trilinear) resizing of its features back to full
+    resolution, and the input itself concatenated, so that the light full-resolution head sees every pixel.
+
+    Written here because no library ships this stem for a MONAI ``UNet``; the idea is the space-to-depth stem of
+    efficient dense predictors (Shi et al., CVPR 2016, run in reverse). The resizing, not a pixel shuffle, brings the
+    features back up: a pixel shuffle gives every one of the ``f^d`` sub-pixel positions its own weights, a lattice at
+    the period ``f`` that an adversarial generator could inflate (docs/method.md). About ``f^d`` times less
+    arithmetic in the U-Net; output channels: the U-Net's plus the image's.
+    """
+
+    def __init__(self, unet: nn.Module, spatial_dims: int, factor: int) -> None:
+        super().__init__()
+        self.to_depth = _SpaceToDepth(spatial_dims, factor)
+        self.unet = unet
+        self.up = nn.Upsample(scale_factor=factor, mode=("linear", "bilinear", "trilinear")[spatial_dims - 1],
+                              align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.up(self.unet(self.to_depth(x))), x], dim=1)
+
+
 def _head(
     spatial_dims: int,
     features: int,
@@ -164,12 +213,14 @@ def _head(
     act: str | tuple,
     norm: str | tuple,
     zero_init: bool,
+    in_features: int | None = None,
 ) -> nn.Sequential:
-    """A small output head: conv3-norm-act then a linear 1x1 conv to the image channels.
+    """A small output head: conv3-norm-act (``in_features`` -> ``features``, default ``features``) then a linear 1x1
+    conv to the image channels.
 
     With ``zero_init`` the last conv starts at zero, so the generator starts as the identity (residual output).
     """
-    hidden = Convolution(spatial_dims, features, features, kernel_size=3, act=act, norm=norm)
+    hidden = Convolution(spatial_dims, in_features or features, features, kernel_size=3, act=act, norm=norm)
     out = Convolution(spatial_dims, features, out_channels, kernel_size=1, conv_only=True)
     if zero_init:
         nn.init.zeros_(out.conv.weight)
@@ -226,6 +277,10 @@ class SimAdvGenerator(nn.Module):
         out_activation: ``'sigmoid'``, ``'clamp'`` or ``'ste'`` (see above).
         zero_init: start every head's last conv at zero so that both outputs start as ``x``.
         same_init: in 'duo' mode, start ``g_s`` with a copy of ``g_a``'s weights (``L_{s,a} = 0`` at step 0).
+        space_to_depth: ``1`` (default): the U-Net runs at full resolution. ``f > 1``: it runs at ``1/f`` of it
+            (:class:`SpaceToDepthTrunk`; the image's sides must be multiples of ``f`` times the U-Net's total stride)
+            and the heads, at full resolution, see its resized features and the image; ``head_channels`` then
+            defaults to 8 (the light head).
         map_space: the space of the explanation map (:func:`difference_map`): ``'logit'`` (the default since
             bundle 0.8.0: the generators' change in log-odds, without the image's ``u (1 − u)`` factor) or
             ``'image'`` (the paper's intensity difference). It changes no weight: a checkpoint explains in either.
@@ -249,6 +304,7 @@ class SimAdvGenerator(nn.Module):
         zero_init: bool = True,
         same_init: bool = False,
         map_space: str = "logit",
+        space_to_depth: int = 1,
     ) -> None:
         super().__init__()
         #: the constructor's arguments, so that a checkpoint that does not fit can be matched against the other
@@ -258,7 +314,7 @@ class SimAdvGenerator(nn.Module):
             "strides": tuple(strides), "num_res_units": num_res_units, "head_channels": head_channels, "act": act,
             "norm": norm, "dropout": dropout, "upsample": upsample, "out_range": tuple(out_range),
             "out_activation": out_activation, "zero_init": zero_init, "same_init": same_init,
-            "map_space": map_space,
+            "map_space": map_space, "space_to_depth": space_to_depth,
         }
         if mode not in GENERATOR_MODES:
             raise BundleInputError(f"generator 'mode' must be one of {GENERATOR_MODES}, got {mode!r}")
@@ -268,6 +324,8 @@ class SimAdvGenerator(nn.Module):
             )
         if map_space not in MAP_SPACES:
             raise BundleInputError(f"generator 'map_space' must be one of {MAP_SPACES}, got {map_space!r}")
+        if isinstance(space_to_depth, bool) or not isinstance(space_to_depth, int) or space_to_depth < 1:
+            raise BundleInputError(f"generator 'space_to_depth' must be an integer >= 1, got {space_to_depth!r}")
         if len(out_range) != 2 or not float(out_range[0]) < float(out_range[1]):
             raise BundleInputError(f"generator 'out_range' must be [lo, hi] with lo < hi, got {list(out_range)}")
         self.mode = mode
@@ -276,13 +334,17 @@ class SimAdvGenerator(nn.Module):
         self.map_space = map_space
         self.out_range = (float(out_range[0]), float(out_range[1]))
         self.logit_eps = _LOGIT_EPS
-        feat = int(head_channels or channels[0])
+        f = space_to_depth
+        feat = int(head_channels or (channels[0] if f == 1 else 8))
 
         def trunk() -> nn.Module:
-            return _unet(spatial_dims, in_channels, feat, channels, strides, num_res_units, act, norm, dropout, upsample)
+            unet = _unet(spatial_dims, in_channels * f**spatial_dims, feat, channels, strides, num_res_units, act, norm,
+                         dropout, upsample)
+            return unet if f == 1 else SpaceToDepthTrunk(unet, spatial_dims, f)
 
         def head() -> nn.Sequential:
-            return _head(spatial_dims, feat, in_channels, act, norm, zero_init)
+            return _head(spatial_dims, feat, in_channels, act, norm, zero_init,
+                         in_features=feat if f == 1 else feat + in_channels)
 
         # Every mode defines all five submodule names (None where absent): TorchScript then prunes the branches
         # of the other modes, so the network scripts (``monai.bundle ckpt_export``) in every mode.

@@ -111,13 +111,14 @@ def preflight(stages: list[str], args: list[str], root: str) -> None:
             parser = stage_config(name, overrides, root)
             with contextlib.chdir(root):
                 values = {k: parser.get_parsed_content(k) for k in (*_CHECKED_NUMBERS, "image_size", "spatial_dims",
-                          "generator_strides", "mask_generator_strides") if k in parser}
+                          "generator_strides", "mask_generator_strides", "generator_space_to_depth") if k in parser}
         except Exception:  # not a value problem: the stage itself reports it
             continue
         numbers = {k: values[k] for k in _CHECKED_NUMBERS if k in values}
         for strides in [k for k in ("generator_strides", "mask_generator_strides") if k in values] or [None]:
+            factor = values.get("generator_space_to_depth") if strides == "generator_strides" else None
             check_config(image_size=values.get("image_size"), strides=values.get(strides) if strides else None,
-                         spatial_dims=values.get("spatial_dims"), **numbers)
+                         spatial_dims=values.get("spatial_dims"), space_to_depth=factor, **numbers)
 
 
 def main(argv: list[str] | None = None) -> int:

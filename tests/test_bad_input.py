@@ -163,6 +163,9 @@ def test_config_values_are_checked_before_anything_runs(tmp_path):
     out = tmp_path / "out"
     _expect_clear_error(_run_classifier(root, out, max_epochs="abc"), "max_epochs", "'abc'")
     _expect_clear_error(_run_classifier(root, out, image_size="[30,30]"), "image_size", "multiple of 8")
+    _expect_clear_error(_run_classifier(root, out, "--generator_space_to_depth", "2", image_size="[24,24]"),
+                        "image_size", "multiple of 16", "generator_space_to_depth 2")
+    _expect_clear_error(_run_classifier(root, out, "--generator_space_to_depth", "0"), "generator_space_to_depth")
     assert not (out / "models" / "classifier.pt").exists()
     proc = subprocess.run(
         [sys.executable, "-m", "scripts.pipeline", "--dataset_dir", str(root), "--output_dir", str(out),

@@ -64,6 +64,9 @@ def test_pipeline_trains_every_stage_and_writes_the_report(tiny_bundle):
     for key in ("val_auc_os", "val_auc_oa", "val_ssim_x_xs", "val_psnr_xs_xa", "val_iou90"):
         assert key in explainer, key
     assert list((tiny_bundle / "grids" / "explainer_single_w_tv").glob("epoch_*.png"))
+    stop = json.loads((tiny_bundle / "explainer_single_w_tv_stop.json").read_text())  # the stopping rule's outcome
+    assert stop["epochs"] == stop["max_epochs"] == 1 and stop["targets"] == {"val_auc_oa": 0.95, "val_auc_os": 0.98}
+    assert stop["stopped"] in ("targets", "budget") and stop["targets_met"] == (stop["stopped"] == "targets")
     report = json.loads((tiny_bundle / "localization.json").read_text())
     names = list(report["methods"])
     for row in ("Gradient", "GradCAM", "BBMP", "Mask Generator", "Naive", "Ours", "Random (reference)", "Mask (ceiling)"):

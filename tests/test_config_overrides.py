@@ -104,6 +104,18 @@ def test_one_override_sets_the_map_space_of_every_stage(name, ckpt_dir):
             assert parser.get_parsed_content(key).map_space == expected, f"{name}#{key}"
 
 
+@pytest.mark.parametrize("name", GENERATOR_STAGES)
+def test_one_override_sets_the_trunk_of_every_stage(name, ckpt_dir):
+    from scripts.networks import SpaceToDepthTrunk
+
+    for override, expected in (({}, 1), ({"generator_space_to_depth": 2}, 2)):
+        parser = stage(name, ckpt_dir, **override)
+        for key in STAGES[name][1]:
+            net = parser.get_parsed_content(key)
+            assert net.build_kwargs["space_to_depth"] == expected, f"{name}#{key}"
+            assert any(isinstance(m, SpaceToDepthTrunk) for m in net.modules()) == (expected > 1), f"{name}#{key}"
+
+
 def test_the_validation_screen_overlay_scores_the_validation_split(ckpt_dir):
     parser = ConfigParser()
     parser.read_config(["configs/evaluate.json", "configs/screen_validation.json"])

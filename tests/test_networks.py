@@ -217,3 +217,49 @@ def test_resize_conv_generator_same_shapes_and_parameter_count(spatial_dims):
 def test_generator_rejects_unknown_upsample():
     with pytest.raises(BundleInputError, match="upsample"):
         SimAdvGenerator("single", upsample="transposed", **TINY)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("mode", GENERATOR_MODES)
+def test_space_to_depth_generator_runs_its_unet_below_full_resolution(mode, spatial_dims):
+    from scripts.networks import SpaceToDepthTrunk
+
+    torch.manual_seed(0)
+    gen = SimAdvGenerator(mode, spatial_dims=spatial_dims, space_to_depth=2, **TINY)
+    x = torch.rand(2, 1, *([16] * spatial_dims))
+    x_s, x_a = gen(x)  # starts as the identity, like every generator
+    assert torch.allclose(x_a, x, atol=1.1e-3) and torch.allclose(x_s, x, atol=1.1e-3)
+    trunks = [m for m in gen.modules() if isinstance(m, SpaceToDepthTrunk)]
+    assert len(trunks) == (2 if mode == "duo" else 1)
+    seen = []
+    hook = trunks[0].unet.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape)))
+    _scramble_heads(gen)
+    x_s, x_a = gen(x)
+    hook.remove()
+    (unet_in, unet_out), = seen
+    assert unet_in == (2, 2**spatial_dims, *([8] * spatial_dims))  # space-to-depth: 1 channel -> 2^d, half the side
+    assert unet_out == (2, 8, *([8] * spatial_dims))  # the light head's width (head_channels defaults to 8)
+    assert x_s.shape == x_a.shape == x.shape and (x_a - x).abs().max() > 0.01
+
+
+def test_space_to_depth_generator_scripts_and_cuts_the_arithmetic():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    full, stem = SimAdvGenerator("single").eval(), SimAdvGenerator("single", space_to_depth=2).eval()  # default widths
+    x = torch.rand(1, 1, 64, 64)
+    flops = []
+    for gen in (full, stem):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            gen(x)
+        flops.append(counter.get_total_flops())
+    assert flops[1] < flops[0] / 4  # 0.29 against 1.37 GMAC at 256x256
+    _scramble_heads(stem)
+    scripted = torch.jit.script(stem)  # monai.bundle ckpt_export scripts the network
+    for a, b in zip(scripted(x), stem(x)):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_generator_rejects_bad_space_to_depth():
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(BundleInputError, match="space_to_depth"):
+            SimAdvGenerator("single", space_to_depth=bad, **TINY)

@@ -241,7 +241,8 @@ def test_benchmark_cli_end_to_end(tmp_path):
     md = tmp_path / "perf.md"
     cmd = [
         sys.executable, "-m", "scripts.perf", "--device", "cpu", "--threads", "1", "--sizes", str(SIZE),
-        "--batch-sizes", "1", "2", "--methods", "ours-single,gradient,captum-saliency,pytorch-grad-cam",
+        "--batch-sizes", "1", "2", "--methods",
+        "ours-single,ours-single-s2d,gradient,captum-saliency,pytorch-grad-cam",
         "--fast", "channels_last", "--warmup", "1", "--min-time", "0.01", "--min-iters", "1", "--max-iters", "2",
         "--latency-min-iters", "2", "--latency-max-iters", "3", "--train-what", "explainer-single",
         "--train-batch-sizes", "2", "--data-images", "4", "--data-batch-size", "2", "--dataset-dir", str(data),
@@ -255,14 +256,17 @@ def test_benchmark_cli_end_to_end(tmp_path):
     for key in ("device", "device_name", "torch", "monai", "memory_kind", "torch_threads"):
         assert key in result["environment"]
     rows = {r["method"]: r for r in result["explanation"][str(SIZE)]}
-    assert set(rows) == {"ours-single", "gradient", "captum-saliency", "pytorch-grad-cam", "ours-single[channels_last]"}
-    for name in ("ours-single", "gradient", "ours-single[channels_last]"):
+    assert set(rows) == {"ours-single", "ours-single-s2d", "gradient", "captum-saliency", "pytorch-grad-cam",
+                         "ours-single[channels_last]"}
+    for name in ("ours-single", "ours-single-s2d", "gradient", "ours-single[channels_last]"):
         r = rows[name]
         assert r["status"] == "ok", r
         assert [t["batch_size"] for t in r["throughput"]] == [1, 2]
         assert r["best"]["images_per_s"] > 0 and r["best"]["batch_size"] in (1, 2)
         assert r["latency"]["median_ms"] > 0 and r["latency"]["iterations"] >= 2
         assert r["best"]["peak_memory_mib"] is not None  # Linux: RSS sampled
+    generators = result["networks"]  # the configured trunk and the space-to-depth one, side by side
+    assert "generator_single" in generators and "generator_single-s2d" in generators
     fast = rows["ours-single[channels_last]"]["info"]
     assert fast["check_passed"] and fast["rel_l2_error"] <= fast["tolerance"]
     for peer in ("captum-saliency", "pytorch-grad-cam"):  # optional extras: run, or a row saying why not
@@ -274,7 +278,7 @@ def test_benchmark_cli_end_to_end(tmp_path):
     assert data_row["num_images"] == 4 and data_row["cached_image_shape"] == [1, SIZE, SIZE]
     assert data_row["ms_per_batch_from_cache"] > 0
     summary = result["summary"]
-    assert summary["per_size"][str(SIZE)]["fastest_ours"] in ("ours-single", "ours-single[channels_last]")
+    assert summary["per_size"][str(SIZE)]["fastest_ours"] in ("ours-single", "ours-single-s2d", "ours-single[channels_last]")
     assert all("not applicable" in t["verdict"] for t in summary["targets"]["items"])  # CPU run
     assert "| ours-single |" in md.read_text() and "| ours-single |" in proc.stdout
     # tables again from the saved JSON, measuring nothing

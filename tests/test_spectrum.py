@@ -32,14 +32,15 @@ def test_peak_ratio_golden_lattice_smooth_border():
         periodic_peak_ratio(lattice, 7)
 
 
-def _trained_flat_map(upsample: str, seed: int) -> torch.Tensor:
+def _trained_flat_map(upsample: str, seed: int, space_to_depth: int = 1) -> torch.Tensor:
     """The map of a tiny generator trained 40 steps against a tiny random classifier, on a flat grey image."""
     from monai.networks.nets import DenseNet121
 
     torch.manual_seed(seed)
     classifier = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2, init_features=4, growth_rate=4,
                              block_config=(2, 2)).eval()
-    gen = SimAdvGenerator("single", channels=(8, 16, 32, 64), strides=(2, 2, 2), upsample=upsample)
+    gen = SimAdvGenerator("single", channels=(8, 16, 32, 64), strides=(2, 2, 2), upsample=upsample,
+                          space_to_depth=space_to_depth)
     opt = torch.optim.Adam(gen.parameters(), 1e-2)
     loss = SimAdvLoss(lambda_a=2.0, closeness_weight=0.3, tv_weight=2.0)  # the weights of configs/train.json
     for _ in range(40):
@@ -56,6 +57,14 @@ def test_resize_generator_map_has_no_peak_at_its_upsampling_period():
     deconv = [periodic_peak_ratio(_trained_flat_map("deconv", s), 8) for s in range(3)]
     assert max(resize) < 5, resize
     assert max(deconv) > 20, deconv
+
+
+def test_space_to_depth_generator_map_has_no_peak_at_its_periods():
+    """With the space-to-depth stem (factor 2) the U-Net's total stride is 16 and the stem's own period 2; resizing
+    the features back up (no pixel shuffle) leaves no lattice at either on a flat image."""
+    maps = [_trained_flat_map("resize", s, space_to_depth=2) for s in range(3)]
+    ratios = [periodic_peak_ratio(m, p) for m in maps for p in (2, 16)]
+    assert max(ratios) < 5, ratios
 
 
 def test_the_command_measures_a_trained_bundle(tiny_data, tiny_bundle, tmp_path):

@@ -226,3 +226,64 @@ def test_classifier_view_is_what_the_classifier_scores(mode):
     with torch.no_grad():
         expected = clf(out["adversarial"].flip(-1))
     assert torch.allclose(out["logits_a"], expected, atol=1e-5)
+
+
+def _targets_run(scores: list[dict], max_epochs: int, tmp_path, **kwargs):
+    """A trainer of ``max_epochs`` whose epoch ``e`` 'validates' to ``scores[e - 1]``, with the stopping rule."""
+    from ignite.engine import Engine, Events
+
+    from scripts.handlers import ValidationTargets
+
+    trainer, evaluator = Engine(lambda e, b: None), Engine(lambda e, b: None)
+    evaluator.state.key_metric_name = "val_generation"
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def validate(engine):  # what MONAI's ValidationHandler does: the evaluator runs at the trainer's epoch
+        evaluator.state.epoch = engine.state.epoch
+        evaluator.state.metrics = dict(scores[engine.state.epoch - 1])
+
+    rule = ValidationTargets(evaluator, {"val_auc_oa": 0.95, "val_auc_os": 0.98}, path=str(tmp_path / "stop.json"),
+                             stage="explainer", **kwargs)
+    rule.attach(trainer)
+    trainer.run([0], max_epochs=max_epochs)
+    import json
+
+    return trainer.state.epoch, json.loads((tmp_path / "stop.json").read_text())
+
+
+def _score(oa: float, os_: float = 0.99) -> dict:
+    return {"val_auc_oa": oa, "val_auc_os": os_, "val_generation": (oa + os_) / 2}
+
+
+def test_stopping_rule_stops_when_the_targets_hold(tmp_path, caplog):
+    epochs, out = _targets_run([_score(0.5), _score(0.96, 0.97), _score(0.951), _score(0.99)], 4, tmp_path)
+    assert epochs == 3  # epoch 2 misses AUC_os; epoch 3 is the first where both hold
+    assert out["stopped"] == "targets" and out["targets_met"] and out["met_at_epoch"] == 3
+    assert out["best"]["epoch"] == 3 and out["max_epochs"] == 4
+
+
+def test_stopping_rule_says_when_the_budget_ran_out(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        epochs, out = _targets_run([_score(0.5), _score(0.8), _score(0.7)], 3, tmp_path)
+    assert epochs == 3 and out["stopped"] == "budget" and not out["targets_met"] and out["met_at_epoch"] is None
+    assert out["best"]["epoch"] == 2 and out["best"]["metrics"]["val_auc_oa"] == pytest.approx(0.8)
+    line = [r.getMessage() for r in caplog.records if "NOT reached" in r.getMessage()]
+    assert line and "within the budget of 3 epochs" in line[0] and "val_auc_oa 0.800" in line[0]
+
+
+def test_stopping_rule_stops_on_a_plateau(tmp_path):
+    epochs, out = _targets_run([_score(0.5), _score(0.8), _score(0.7), _score(0.75), _score(0.9)], 5, tmp_path,
+                               patience=2)
+    assert epochs == 4 and out["stopped"] == "plateau" and not out["targets_met"]  # epochs 3, 4 not better than 2
+
+
+def test_stopping_rule_rejects_bad_settings():
+    from ignite.engine import Engine
+
+    from scripts.errors import BundleInputError
+    from scripts.handlers import ValidationTargets
+
+    with pytest.raises(BundleInputError, match="val_auc_oa"):
+        ValidationTargets(Engine(lambda e, b: None), {"val_auc_oa": "high"})
+    with pytest.raises(BundleInputError, match="patience"):
+        ValidationTargets(Engine(lambda e, b: None), {}, patience=-1)

@@ -55,6 +55,7 @@ def check_config(
     strides: Sequence[int] | None = None,
     spatial_dims: int | None = None,
     size_name: str = "image_size",
+    space_to_depth: int | None = None,
     **numbers: Any,
 ) -> bool:
     """Check config values up front; raise :class:`BundleInputError` naming the first bad field.
@@ -65,6 +66,8 @@ def check_config(
             (the generators down-sample by it and add the skip connections back at each level).
         spatial_dims: the configured spatial rank; ``image_size`` must have that many entries.
         size_name: the config key ``image_size`` came from, for the message.
+        space_to_depth: the generators' space-to-depth factor (``generator_space_to_depth``): a whole number >= 1
+            that multiplies the total stride.
         numbers: other values by their config key; the keys in :data:`POSITIVE_INTS`, :data:`NON_NEGATIVE_INTS`,
             :data:`POSITIVE_NUMBERS` and :data:`NON_NEGATIVE_NUMBERS` are checked as such, any other must be a
             finite number.
@@ -89,15 +92,22 @@ def check_config(
             f"config value {size_name} = {size} has {len(size)} entries; the bundle is configured for "
             f"{spatial_dims}D images (spatial_dims {spatial_dims})"
         )
+    if space_to_depth is not None and not (_is_int(space_to_depth) and space_to_depth >= 1):
+        raise BundleInputError(
+            f"config value generator_space_to_depth = {space_to_depth!r} (--generator_space_to_depth) must be a whole "
+            f"number >= 1"
+        )
     if strides is not None:
         if not isinstance(strides, (list, tuple)) or not all(_is_int(s) and s >= 1 for s in strides):
             raise BundleInputError(f"config value generator_strides = {strides!r} must be a list of whole numbers >= 1")
-        total = math.prod(strides)
+        factor = space_to_depth or 1
+        total = math.prod(strides) * factor
         if any(n % total for n in size):
             lower = [max(total, n // total * total) for n in size]
             upper = [-(-n // total) * total for n in size]
+            stem = f" times generator_space_to_depth {factor}" if factor > 1 else ""
             raise BundleInputError(
                 f"config value {size_name} = {size} (--{size_name}): every entry must be a multiple of {total}, the "
-                f"generators' total stride (generator_strides {list(strides)}); e.g. {lower} or {upper}"
+                f"generators' total stride (generator_strides {list(strides)}{stem}); e.g. {lower} or {upper}"
             )
     return True

@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes-at", nargs="*", metavar="SIZE=B1,B2",
                    help="other batch sizes at one size, e.g. 1024=1,4")
     p.add_argument("--methods", default="all",
-                   help="comma list of methods, or all / ours / peers. Methods: ours-single, ours-duo, naive, "
-                   "mask-generator, gradient, gradcam, bbmp (+tta after any of them), monai-gradcam, "
+                   help="comma list of methods, or all / ours / peers. Methods: ours-single, ours-single-s2d (the "
+                   "Single AE with the space-to-depth stem, space_to_depth 2), ours-duo, naive, mask-generator, "
+                   "gradient, gradcam, bbmp (+tta after any of them), monai-gradcam, "
                    "monai-vanillagrad, captum-saliency, captum-layergradcam, pytorch-grad-cam")
     p.add_argument("--methods-at", nargs="*", metavar="SIZE=M1,M2", help="other methods at one size, e.g. 1024=ours")
     p.add_argument("--fast", nargs="*", default=[], metavar="OPTIONS",
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(options: bf16 fp16 tf32 no_tf32 channels_last compile compile=MODE cuda_graph eager)")
     p.add_argument("--fast-at", nargs="*", metavar="SIZE=OPTS;OPTS",
                    help="other fast-path option sets at one size, ';'-separated, e.g. 1024=bf16+cuda_graph")
-    p.add_argument("--fast-modes", default="single", help="generator modes that get the fast-path rows")
+    p.add_argument("--fast-modes", default="single",
+                   help="generators that get the fast-path rows: single, single-s2d, duo, naive")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark = True for the whole run (every method)")
     p.add_argument("--no-latency", action="store_true", help="skip the single-image latency measurement")
@@ -359,7 +361,7 @@ def run_benchmark(args: argparse.Namespace, progress=None) -> dict:
         "data_loading": [],
     }
     torch.manual_seed(args.seed)
-    modes = ("single", "duo", "naive")
+    modes = ("single", "single-s2d", "duo", "naive")
     nets = build_networks(device, args.sizes[0], modes, args.classifier, args.explainer, args.explainer_duo,
                           args.naive_explainer, args.mask_generator, args.tta_augmentations, args.seed)
     result["networks"] = nets.sources

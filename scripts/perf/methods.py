@@ -58,7 +58,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET_LAYER = "class_layers.relu"  # last dense-block feature map of MONAI's DenseNet121 (as configs/evaluate.json)
 
 #: ours and our baselines (scripts/explainers); ``+tta`` after any of them wraps it in TTAExplainer.
-OUR_METHODS = ("ours-single", "ours-duo", "naive", "mask-generator", "gradient", "gradcam", "bbmp")
+OUR_METHODS = ("ours-single", "ours-single-s2d", "ours-duo", "naive", "mask-generator", "gradient", "gradcam",
+               "bbmp")
+#: generator keys beyond the three modes: ``single-s2d`` is the Single AE with the space-to-depth stem (its U-Net
+#: at half resolution, ``space_to_depth`` 2, light full-resolution heads), beside the configured one.
+GENERATOR_VARIANTS = {"single-s2d": {"mode": "single", "space_to_depth": 2}}
 #: the peers' own implementations, as they ship (optional: requirements-bench.txt).
 PEER_METHODS = (
     "monai-gradcam",
@@ -70,6 +74,7 @@ PEER_METHODS = (
 #: what ``--methods all`` runs (BBMP is left out: 100 classifier passes per image; name it to add it).
 DEFAULT_METHODS = (
     "ours-single",
+    "ours-single-s2d",
     "ours-duo",
     "ours-single+tta",
     "naive",
@@ -129,7 +134,7 @@ def _params(net: nn.Module) -> int:
 def build_networks(
     device: torch.device,
     image_size: int,
-    modes: tuple[str, ...] = ("single", "duo", "naive"),
+    modes: tuple[str, ...] = ("single", "single-s2d", "duo", "naive"),
     classifier: str | None = None,
     explainer: str | None = None,
     explainer_duo: str | None = None,
@@ -154,7 +159,8 @@ def build_networks(
     paths = {"single": explainer, "duo": explainer_duo, "naive": naive_explainer}
     for mode in modes:
         path = paths.get(mode)
-        gen = _from_config("configs/train.json", "network_def", mode=mode, zero_init=path is not None)
+        build = GENERATOR_VARIANTS.get(mode, {"mode": mode})
+        gen = _from_config("configs/train.json", "network_def", zero_init=path is not None, **build)
         if path:
             load_network(gen, path, key="generator", what=f"{mode} explainer checkpoint")
         generators[mode] = gen.to(device).eval()
@@ -247,8 +253,8 @@ def _ours(nets: Networks, name: str) -> Method:
     base = name.removesuffix("+tta")
     clf = _classifier_copy(nets, trainable=False)
     family = "ours" if base.startswith("ours") else "baseline"
-    if base in ("ours-single", "ours-duo", "naive"):
-        mode = {"ours-single": "single", "ours-duo": "duo", "naive": "naive"}[base]
+    if base in ("ours-single", "ours-single-s2d", "ours-duo", "naive"):
+        mode = base.removeprefix("ours-")
         explainer: Any = SimAdvExplainer(clf, nets.generator(mode))  # naive: x_s = x, as configs/evaluate.json
     elif base == "mask-generator":
         explainer = MaskGeneratorExplainer(clf, nets.mask_net)
