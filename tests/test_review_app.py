@@ -251,7 +251,10 @@ def test_explanation_levels_match_the_bundles_inference(review, answers):
         assert mismatch <= 0.005, f"{image}: {mismatch:.2%} of the pixels differ from the bundle's levels"
         # the float heatmap is the bundle's map, and cuts into exactly the returned label
         heat = nifti(heatmap["file"])
-        np.testing.assert_allclose(heat, nifti(review.reference / f"{image}_explanation.nii.gz"), rtol=1e-4, atol=1e-5)
+        # the map is in log-odds: logit's slope is up to 1 / (eps (1 - eps)) ~ 1e3 at the generators' clip eps = 1e-3,
+        # so float32 rounding of the images (~6e-8) that differs between two processes' thread counts can move a
+        # pixel of the map by up to ~6e-5 (measured: 2.5e-5 on 1 % of the pixels)
+        np.testing.assert_allclose(heat, nifti(review.reference / f"{image}_explanation.nii.gz"), rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(levels_of(heat), label.T)
         assert heatmap["file"].endswith(".nii.gz") and heatmap["params"]["result_dtype"] == "float32"
         # the result JSON
